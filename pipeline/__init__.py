@@ -1,0 +1,1 @@
+"""winnow orchestration: CLI, config, run directory, artifacts, cache, executors."""

@@ -1,0 +1,1 @@
+"""Helpers shared by all stages: the artifact schema and Arrow <-> numpy conversion."""

@@ -1,0 +1,54 @@
+"""Decode manifest images (encoded bytes or a file path) safely, in one place."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Refuse decompression bombs early; real training images are far smaller.
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An image that cannot be read; its message is what goes into a row's ``error``."""
+
+
+def open_image(image: bytes | None = None, uri: str | None = None, *, mode: str | None = None) -> Image.Image:
+    """Open and fully decode one image from bytes or a path, converting to ``mode`` if given.
+
+    Raises :class:`ImageError` with a short reason (missing file, not an image, truncated).
+    """
+    try:
+        if image is not None:
+            img = Image.open(io.BytesIO(image))
+        elif uri is not None:
+            path = Path(uri)
+            if not path.is_file():
+                raise ImageError(f"image file not found: {uri}")
+            img = Image.open(path)
+        else:
+            raise ImageError("row has neither image bytes nor uri")
+        img.load()
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+    return img.convert(mode) if mode and img.mode != mode else img
+
+
+def image_to_array(img: Image.Image) -> np.ndarray:
+    """HWC uint8 array (grayscale images get a channel axis of 1)."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encode an HxW or HxWxC uint8 array as PNG bytes (lossless, small, readable anywhere)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array.squeeze(-1) if array.ndim == 3 and array.shape[2] == 1 else array)).save(
+        buf, format="PNG"
+    )
+    return buf.getvalue()

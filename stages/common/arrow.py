@@ -15,15 +15,17 @@ from stages.common import schema
 def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
     """Wrap an ``(n, d)`` float array as a ``fixed_size_list<float32, d>`` column.
 
-    Rows where ``valid`` is False become null (their values are kept as zeros underneath).
+    Rows where ``valid`` is False are written as all-NaN vectors, not as nulls: pyarrow (25.0)
+    cannot read back a Parquet fixed_size_list column with null entries ("Expected all lists
+    to be of size=d"). A NaN vector can never pass for data, and the row's ``error`` says why.
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.array(vectors, dtype=np.float32, copy=valid is not None, order="C")
     if vectors.ndim != 2:
         raise ValueError(f"expected a 2-D array of vectors, got shape {vectors.shape}")
     n, d = vectors.shape
-    values = pa.array(vectors.reshape(-1), type=pa.float32())
-    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
-    return pa.FixedSizeListArray.from_arrays(values, d, mask=mask)
+    if valid is not None:
+        vectors[~np.asarray(valid, dtype=bool)] = np.nan
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), d)
 
 
 def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -52,3 +52,18 @@ def encode_png(array: np.ndarray) -> bytes:
         buf, format="PNG"
     )
     return buf.getvalue()
+
+
+def decode_batch(images: list[bytes | None], uris: list[str | None]) -> np.ndarray:
+    """Decode equally sized images into an (n, C, H, W) float32 array in [0, 1].
+
+    Raises ValueError naming the first image whose size or channel count differs.
+    """
+    arrays = [image_to_array(open_image(b, u)) for b, u in zip(images, uris)]
+    if not arrays:
+        return np.zeros((0, 1, 1, 1), dtype=np.float32)
+    shape = arrays[0].shape
+    for i, a in enumerate(arrays):
+        if a.shape != shape:
+            raise ValueError(f"image {i} has shape {a.shape}, the first has {shape}; resize images to one size first")
+    return np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255.0

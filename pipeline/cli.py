@@ -1,0 +1,259 @@
+"""The ``winnow`` command line: one command per stage, plus ``run`` (a TOML config) and ``demo``.
+
+Exit codes: 0 success, 1 bad input (the message says what and how to fix it), 2 bad usage.
+Human-readable output goes to stderr; ``--json`` prints a machine-readable summary on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from pipeline import steps as steps_mod
+from pipeline.config import RUN_KEYS, build_params, click_options, load_config
+from pipeline.rundir import RunDir, StageMissing
+from pipeline.runner import StageOutcome, run_stage
+from stages.common import progress
+from stages.common.params import to_dict
+
+console = Console(stderr=True)
+log = logging.getLogger("winnow")
+
+EXAMPLES = {
+    "ingest": "winnow ingest digits --run-dir runs/d --inject-noise uniform:0.4 --trusted-per-class 10",
+    "embed": "winnow embed --run-dir runs/d --model resnet18 --weights resnet18.pt",
+    "select": "winnow select --run-dir runs/d --method facility-location --budget 0.1",
+    "weight": "winnow weight --run-dir runs/d --method l2rw --rounds 2 --epochs 5",
+    "export": "winnow export --run-dir runs/d --policy weight",
+    "train": "winnow train --run-dir runs/d",
+    "evaluate": "winnow evaluate --run-dir runs/d --json",
+    "report": "winnow report --run-dir runs/d",
+}
+
+
+class InputError(click.ClickException):
+    """Bad input: exit code 1 and a message naming the problem."""
+
+    exit_code = 1
+
+
+def _common_options() -> list[click.Option]:
+    """Options every stage command takes."""
+    return [
+        click.Option(["--run-dir"], type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+                     show_default=True, help="Run directory: one folder per stage."),
+        click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed for every random choice."),
+        click.Option(["--device"], type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where torch and FAISS run: CUDA when available with auto."),
+        click.Option(["--force"], is_flag=True, help="Re-run even if the cached result is up to date."),
+        click.Option(["--json", "json_out"], is_flag=True, help="Print a machine-readable summary on stdout."),
+        click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors; no progress bars."),
+    ]
+
+
+def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    progress.set_enabled(not quiet and not json_out and sys.stderr.isatty())
+
+
+def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device: str, force: bool,
+            executor: str = "local", beam_options: tuple[str, ...] = ()) -> StageOutcome:
+    """Run one step with the stage cache, translating known failures into :class:`InputError`."""
+    try:
+        inputs = steps_mod.input_digests(run, step, params)
+        return run_stage(
+            run, step.name, params=to_dict(params), inputs=inputs,
+            adapter=lambda ctx: step.adapter(ctx, params), seed=seed, device=device, force=force,
+            executor=executor, beam_options=beam_options,
+        )
+    except StageMissing as exc:
+        raise InputError(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise InputError(f"{step.name}: {exc}") from exc
+
+
+def _report_outcome(outcome: StageOutcome, run: RunDir, quiet: bool) -> None:
+    if quiet:
+        return
+    state = "cached" if outcome.cached else f"done in {outcome.seconds:.1f}s"
+    console.print(f"[bold]{outcome.stage}[/bold] {state} -> {run.stage_dir(outcome.stage)}")
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _stage_command(step: steps_mod.Step) -> click.Command:
+    def callback(run_dir: Path, seed: int, device: str, force: bool, json_out: bool, verbose: int, quiet: bool,
+                 **values: Any) -> None:
+        _setup_output(verbose, quiet, json_out)
+        try:
+            params = build_params(step.params_cls, values, where=f"winnow {step.name}")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        run = RunDir(run_dir)
+        outcome = execute(run, step, params, seed=seed, device=device, force=force,
+                          executor=values.get("executor", "local"))
+        _report_outcome(outcome, run, quiet or json_out)
+        if step.name in steps_mod.PRINTERS and not (quiet or json_out):
+            steps_mod.PRINTERS[step.name](run, console)
+        if json_out:
+            _emit_json({"stage": step.name, "cached": outcome.cached, "run_dir": str(run.root),
+                        "metrics": outcome.metrics, "outputs": outcome.record.get("outputs", {})})
+
+    command = click.Command(
+        step.name, callback=callback, params=_common_options() + click_options(step.params_cls),
+        help=f"{step.summary}\n\n\b\nExample:\n  {EXAMPLES.get(step.name, '')}", short_help=step.summary,
+    )
+    if step.name == "ingest":
+        command.params.insert(0, click.Argument(["source"], default="digits", required=False))
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="winnow-curate", prog_name="winnow")
+def main() -> None:
+    """winnow: per-example weights, noisy-label flags and coresets for a noisy training set and a
+    small trusted set, written as Parquet manifests that your own trainer consumes."""
+
+
+for _step in steps_mod.STEPS.values():
+    main.add_command(_stage_command(_step))
+
+
+@main.command("inspect")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+              show_default=True, help="Run directory.")
+@click.option("--class", "class_name", default=None, help="Only examples whose given label is this class.")
+@click.option("--top", type=int, default=20, show_default=True, help="How many examples to show.")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only noise scores at least this.")
+@click.option("--json", "json_out", is_flag=True, help="Print the rows as JSON on stdout.")
+def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: float, json_out: bool) -> None:
+    """Show the top flagged examples in the terminal.
+
+    \b
+    Example:
+      winnow inspect --run-dir runs/d --top 20
+    """
+    from rich.table import Table
+
+    from stages.report.inspect import top_flagged
+
+    run = RunDir(run_dir)
+    try:
+        curated = steps_mod.load_curated(run)
+        rows = top_flagged(curated, class_name=class_name, top=top, min_score=min_score)
+    except StageMissing as exc:
+        raise InputError(str(exc)) from exc
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if json_out:
+        _emit_json({"run_dir": str(run.root), "rows": rows})
+        return
+    table = Table(title=f"top flagged examples in {run.root}")
+    columns = [c for c in ("id", "label_name", "suggested_name", "noise_score", "suggested_confidence", "weight", "uri")
+               if rows and c in rows[0]] or ["id"]
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])) for c in columns])
+    Console().print(table)
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Override the config's run_dir.")
+@click.option("--force", is_flag=True, help="Re-run every stage.")
+@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+def run_cmd(config: Path, run_dir: Path | None, force: bool, json_out: bool, verbose: int, quiet: bool) -> None:
+    """Run the stages of a TOML config in order (each [stage] table sets that stage's options).
+
+    \b
+    Example:
+      winnow run pipeline.toml
+    """
+    _setup_output(verbose, quiet, json_out)
+    try:
+        cfg = load_config(config)
+        plan = plan_from_config(cfg)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    run = RunDir(run_dir or Path(cfg.get("run_dir", "runs/default")))
+    outcomes = run_plan(run, plan, seed=int(cfg.get("seed", 0)), device=str(cfg.get("device", "auto")),
+                        force=force or bool(cfg.get("force", False)), quiet=quiet or json_out)
+    if json_out:
+        _emit_json({"run_dir": str(run.root), "stages": {o.stage: {"cached": o.cached, "metrics": o.metrics} for o in outcomes}})
+
+
+def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
+    """The steps to run, with their parameters, from a parsed TOML config."""
+    unknown = sorted(k for k in cfg if k not in RUN_KEYS and k not in steps_mod.STEPS)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) or stage(s) {unknown}; stages are {', '.join(steps_mod.STEPS)}, "
+                         f"top-level keys are {', '.join(sorted(RUN_KEYS))}")
+    names = cfg.get("stages") or [n for n in steps_mod.STEPS if n in cfg or n in steps_mod.DEFAULT_PLAN]
+    plan = []
+    for name in names:
+        if name not in steps_mod.STEPS:
+            raise ValueError(f"config: unknown stage {name!r} in 'stages'; stages are {', '.join(steps_mod.STEPS)}")
+        step = steps_mod.STEPS[name]
+        table = cfg.get(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"config: [{name}] must be a table of options")
+        plan.append((step, build_params(step.params_cls, table, where=f"config [{name}]")))
+    return plan
+
+
+def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
+             quiet: bool) -> list[StageOutcome]:
+    outcomes = []
+    for step, params in plan:
+        outcome = execute(run, step, params, seed=seed, device=device, force=force)
+        _report_outcome(outcome, run, quiet)
+        outcomes.append(outcome)
+    return outcomes
+
+
+@main.command("demo")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Run directory.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Re-run every stage.")
+@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the final table; no progress bars.")
+def demo_cmd(run_dir: Path, seed: int, device: str, force: bool, json_out: bool, quiet: bool) -> None:
+    """Run every stage on scikit-learn's digits with 40% label noise and 10 trusted images per class.
+
+    \b
+    Example:
+      winnow demo --run-dir runs/demo
+    """
+    _setup_output(0, quiet, json_out)
+    run = RunDir(run_dir)
+    started = time.time()
+    plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
+            for name, values in steps_mod.DEMO_CONFIG.items()]
+    run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out)
+    summary = steps_mod.demo_summary(run)
+    summary["seconds"] = round(time.time() - started, 1)
+    if json_out:
+        _emit_json(summary)
+    else:
+        steps_mod.print_demo(summary, console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,170 @@
+"""The run directory: one folder per stage, committed atomically, with ``stage.json`` last.
+
+A stage writes its files into a hidden temporary folder; when it has finished, ``stage.json``
+is written there and the folder replaces the stage's folder by rename. A process killed at any
+moment therefore leaves either the previous good folder or the new one, never a half-written
+file: the only window (between the two renames of the swap) is repaired by :meth:`RunDir.recover`
+on the next start, which puts the previous folder back.
+
+Resumable stages keep checkpoints in ``.work/<stage>/<cache key>/`` (see
+:class:`DiskCheckpoints`) until the stage commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STAGE_JSON = "stage.json"
+
+
+class StageMissing(FileNotFoundError):
+    """An upstream artifact a command needs does not exist yet."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_digest(obj: Any) -> str:
+    """sha256 of a JSON-able object in canonical form."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON under a temporary name, fsync, then rename into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A run directory: ``<root>/<stage>/`` folders, each complete or absent."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.recover()
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        """The stage's ``stage.json``, or None if the stage has not completed."""
+        path = self.stage_dir(stage) / STAGE_JSON
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def path(self, stage: str, name: str, *, required: bool = True) -> Path | None:
+        """Path of an artifact of a completed stage; raises :class:`StageMissing` if absent."""
+        p = self.stage_dir(stage) / name
+        if self.record(stage) is not None and p.exists():
+            return p
+        if required:
+            raise StageMissing(
+                f"{p} does not exist: run `winnow {stage} --run-dir {self.root}` first (or `winnow run`)"
+            )
+        return None
+
+    def recover(self) -> None:
+        """Undo what a killed process left: restore a swapped-out stage folder, drop temporaries."""
+        for old in self.root.glob(".old-*"):
+            stage = old.name.split("-", 2)[2]
+            target = self.stage_dir(stage)
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, target)
+        for tmp in self.root.glob(".tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextmanager
+    def commit(self, stage: str, record: dict[str, Any]) -> Iterator[Path]:
+        """Yield an empty temporary folder for the stage's files; on success, fill in the output
+        digests, write ``stage.json`` and swap the folder into place. On error nothing changes."""
+        token = uuid.uuid4().hex[:8]
+        tmp = self.root / f".tmp-{token}-{stage}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            outputs = {}
+            for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                outputs[f.relative_to(tmp).as_posix()] = file_digest(f)
+            record = {**record, "outputs": outputs, "digest": json_digest(outputs)}
+            write_json_atomic(tmp / STAGE_JSON, record)
+            _fsync_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        target = self.stage_dir(stage)
+        old = self.root / f".old-{token}-{stage}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(self.root)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        """Folder for a stage's resumable checkpoints under one cache key."""
+        return self.root / ".work" / stage / key[:16]
+
+    def clear_work(self, stage: str) -> None:
+        shutil.rmtree(self.root / ".work" / stage, ignore_errors=True)
+
+
+class DiskCheckpoints:
+    """:class:`stages.common.checkpoint.Checkpoints` on disk: one ``.pt`` file per key, written
+    atomically and read back with ``torch.load(weights_only=True)`` (no pickle execution)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        if not key.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"checkpoint key {key!r} must be alphanumeric with - or _")
+        return self.folder / f"{key}.pt"
+
+    def load(self, key: str) -> Any | None:
+        path = self._file(key)
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def save(self, key: str, state: Any) -> None:
+        path = self._file(key)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)

@@ -1,0 +1,460 @@
+"""The thin adapters: for each stage, which artifacts it reads, how it calls the stage's pure
+core, and what it writes. Everything here is I/O and wiring; the computing is in ``stages``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.artifacts import read_table, write_table
+from pipeline.rundir import RunDir, json_digest
+from pipeline.runner import StageContext
+from stages.common import schema
+from stages.common.arrow import class_names, vectors_from_arrow, vectors_to_arrow, with_metadata
+from stages.common.params import option, to_dict
+
+
+@dataclass(frozen=True)
+class Step:
+    """A stage as the pipeline sees it: its parameters, inputs and adapter."""
+
+    name: str
+    params_cls: type
+    required: tuple[str, ...]  # upstream stages that must have completed
+    optional: tuple[str, ...]  # upstream stages used when present
+    adapter: Callable[[StageContext, Any], dict[str, Any]]
+    summary: str
+
+
+def source_digest(*paths: str) -> str:
+    """Fingerprint of ingest's sources: file sizes and modification times (not contents: an image
+    folder can hold millions of files), or the scikit-learn version for the bundled digits."""
+    entries: list[Any] = []
+    for p in paths:
+        if not p:
+            continue
+        if p == "digits":
+            import sklearn
+
+            entries.append(["digits", sklearn.__version__])
+            continue
+        path = Path(p).resolve()
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
+        entries.append([str(path)] + [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    return json_digest(entries)
+
+
+def input_digests(run: RunDir, step: Step, params: Any) -> dict[str, str]:
+    """Digest of every input of ``step`` as it is now (upstream output digests)."""
+    out: dict[str, str] = {}
+    if step.name == "ingest":
+        out["source"] = source_digest(params.source, params.trusted)
+    for up in step.required + step.optional:
+        rec = run.record(up)
+        if rec is None:
+            if up in step.required:
+                run.path(up, "stage.json")  # raises StageMissing with the command to run
+            continue
+        out[up] = rec["digest"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest
+
+
+def ingest_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    from stages.ingest import ingest
+
+    result = ingest(params, seed=ctx.seed)
+    write_table(result.manifest, ctx.out / schema.MANIFEST)
+    if result.features is not None:
+        write_table(result.features, ctx.out / schema.FEATURES)
+    (ctx.out / schema.SUMMARY).write_text(json.dumps(result.summary, indent=2, default=str))
+    return {k: v for k, v in result.summary.items() if k in ("rows", "splits", "errors", "noise", "imbalance_removed")}
+
+
+def load_manifest(run: RunDir) -> pa.Table:
+    return read_table(run.path("ingest", schema.MANIFEST))
+
+
+def ingest_features(run: RunDir) -> np.ndarray | None:
+    """The embedding from a feature table given to ingest, if there was one."""
+    p = run.path("ingest", schema.FEATURES, required=False)
+    return None if p is None else vectors_from_arrow(read_table(p)[schema.EMBEDDING])
+
+
+def feature_vectors(run: RunDir, column: str) -> np.ndarray:
+    """A vector column from embed's features.parquet, or (embedding only) from ingest's table."""
+    p = run.path("embed", schema.FEATURES, required=False)
+    if p is None and column == schema.EMBEDDING:
+        p = run.path("ingest", schema.FEATURES, required=False)
+    if p is None:
+        run.path("embed", schema.FEATURES)  # raises with the command to run
+    return vectors_from_arrow(read_table(p, columns=[column])[column])
+
+
+# ---------------------------------------------------------------------------------------------
+# embed
+
+
+def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    import torch
+    from stages.embed.core import run_embed
+
+    manifest = load_manifest(ctx.run)
+    classes = class_names(manifest)
+    result = run_embed(
+        manifest, params, num_classes=len(classes), seed=ctx.seed, device=ctx.device,
+        features=ingest_features(ctx.run), checkpoints=ctx.checkpoints,
+    )
+    valid = np.asarray(result.valid, dtype=bool)
+    table = pa.table(
+        {
+            "id": manifest["id"],
+            schema.EMBEDDING: vectors_to_arrow(np.nan_to_num(result.embedding), valid=valid),
+            schema.PROBS: vectors_to_arrow(np.nan_to_num(result.probs), valid=valid),
+            schema.GRAD_EMBEDDING: vectors_to_arrow(np.nan_to_num(result.grad_embedding), valid=valid),
+            "error": pa.array(result.errors, pa.string()),
+        }
+    )
+    write_table(with_metadata(table, classes=classes, params=to_dict(params)), ctx.out / schema.FEATURES)
+    if result.model_state is not None:
+        torch.save(result.model_state, ctx.out / "backbone.pt")
+    return dict(result.metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# select
+
+
+def select_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    from stages.select.core import select
+
+    manifest = load_manifest(ctx.run)
+    vectors = feature_vectors(ctx.run, params.space)
+    labels = manifest["label"].to_numpy(zero_copy_only=False)
+    eligible = _usable(manifest) & (np.asarray(manifest["split"].to_pylist(), dtype=object) == schema.TRAIN)
+    eligible &= np.isfinite(vectors).all(axis=1)
+    labels = np.where(np.isnan(labels.astype(float)), -1, labels).astype(np.int64)
+    result = select(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device)
+    cols = result.columns
+    table = pa.table(
+        {
+            "id": manifest["id"],
+            "selected": pa.array(cols["selected"], pa.bool_()),
+            "cluster_id": pa.array(cols["cluster_id"], pa.int64(), mask=cols["cluster_id"] < 0),
+            "coreset_weight": pa.array(cols["coreset_weight"], pa.float32()),
+            "gain": pa.array(cols["gain"], pa.float32(), mask=np.isnan(cols["gain"])),
+            "rank": pa.array(cols["rank"], pa.int32(), mask=cols["rank"] < 0),
+            "method": pa.array([params.method] * manifest.num_rows, pa.string()),
+        },
+        schema=schema.CORESET_SCHEMA,
+    )
+    write_table(with_metadata(table, classes=class_names(manifest), params=to_dict(params)), ctx.out / schema.CORESET)
+    return dict(result.metrics)
+
+
+def _usable(manifest: pa.Table) -> np.ndarray:
+    return np.asarray(manifest["error"].is_null().to_numpy(zero_copy_only=False), dtype=bool) & np.asarray(
+        manifest["label"].is_valid().to_numpy(zero_copy_only=False), dtype=bool
+    )
+
+
+def split_array(manifest: pa.Table) -> np.ndarray:
+    return np.asarray(manifest["split"].to_pylist(), dtype=object)
+
+
+def labels_array(manifest: pa.Table) -> np.ndarray:
+    """Given labels as int64, -1 where missing."""
+    return np.asarray(manifest["label"].fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# weight
+
+
+def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    import functools
+
+    import torch
+    from stages.weight.core import run_weight
+
+    from stages.common.images import decode_batch
+
+    manifest = load_manifest(ctx.run)
+    classes = class_names(manifest)
+    split, labels = split_array(manifest), labels_array(manifest)
+    usable = _usable(manifest)
+    embedding = feature_vectors(ctx.run, schema.EMBEDDING)
+    usable &= np.isfinite(embedding).all(axis=1)
+    train_rows = np.flatnonzero(usable & (split == schema.TRAIN))
+    trusted_rows = np.flatnonzero(usable & (split == schema.TRUSTED))
+    if len(trusted_rows) == 0:
+        raise ValueError("the manifest has no usable trusted row; weighting needs a trusted set (see `winnow ingest --help`)")
+
+    model_factory = None
+    if params.trainable == "head":
+        x = torch.from_numpy(np.ascontiguousarray(embedding))
+    else:
+        from models.registry import build_classifier
+
+        x = torch.from_numpy(decode_batch(manifest["image"].to_pylist(), manifest["uri"].to_pylist()))
+        embed_rec = ctx.run.record("embed") or {}
+        model_name = embed_rec.get("params", {}).get("model", "auto")
+        model_factory = functools.partial(build_classifier, model_name, len(classes), in_channels=x.shape[1])
+    y = torch.from_numpy(labels)
+
+    coreset = reselect = None
+    if params.subset == "coreset":
+        from stages.select.online import reselect as online_reselect
+
+        from stages.select.params import SelectParams
+
+        table = read_table(ctx.run.path("select", schema.CORESET))
+        selected = np.asarray(table["selected"].to_numpy(zero_copy_only=False), dtype=bool)[train_rows]
+        weights = table["coreset_weight"].fill_null(0).to_numpy(zero_copy_only=False)[train_rows]
+        coreset = (np.flatnonzero(selected), weights[selected].astype(np.float32))
+        select_params = SelectParams(**(ctx.run.record("select") or {}).get("params", {}))
+        reselect = functools.partial(online_reselect, params=select_params, seed=ctx.seed)
+
+    result = run_weight(
+        x[train_rows], y[train_rows], x[trusted_rows], y[trusted_rows], params, num_classes=len(classes),
+        seed=ctx.seed, device=ctx.device, checkpoints=ctx.checkpoints, model_factory=model_factory,
+        coreset=coreset, reselect=reselect,
+    )
+    n = manifest.num_rows
+    columns: dict[str, pa.Array] = {"id": manifest["id"]}
+    in_train = np.zeros(n, dtype=bool)
+    in_train[train_rows] = True
+    for name, values in result.columns.items():
+        full = np.zeros(n, dtype=values.dtype)
+        full[train_rows] = values
+        typ = pa.int32() if np.issubdtype(values.dtype, np.integer) else pa.float32()
+        columns[name] = pa.array(full, typ, mask=~in_train)
+    table = with_metadata(pa.table(columns), classes=classes, params=to_dict(params))
+    write_table(table, ctx.out / schema.WEIGHTS)
+    rounds = ctx.out / "rounds"
+    rounds.mkdir()
+    for name in sorted(c for c in result.columns if c.startswith("round_")):
+        write_table(table.select(["id", name]), rounds / f"{name}.parquet")
+    if result.curve is not None:
+        write_table(pa.table({k: pa.array(np.asarray(v, dtype=np.float32)) for k, v in result.curve.items()}),
+                    ctx.out / "mwn_curve.parquet")
+    torch.save(result.model_state, ctx.out / "model.pt")
+    return dict(result.metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _optional_table(run: RunDir, stage: str, name: str) -> pa.Table | None:
+    p = run.path(stage, name, required=False)
+    return None if p is None else read_table(p)
+
+
+def export_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    from stages.export.core import export
+
+    manifest = load_manifest(ctx.run)
+    features = _optional_table(ctx.run, "embed", schema.FEATURES) or _optional_table(ctx.run, "ingest", schema.FEATURES)
+    result = export(
+        manifest, features, _optional_table(ctx.run, "select", schema.CORESET),
+        _optional_table(ctx.run, "weight", schema.WEIGHTS), params, seed=ctx.seed,
+    )
+    for name, table in ((schema.CURATED, result.curated), (schema.TRAIN_MANIFEST, result.train), (schema.FLAGS, result.flags)):
+        write_table(table, ctx.out / name, shard_rows=params.shard_rows)
+    (ctx.out / schema.SUMMARY).write_text(json.dumps(result.summary, indent=2, sort_keys=True, default=str))
+    return {k: result.summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in result.summary}
+
+
+def load_curated(run: RunDir) -> pa.Table:
+    return read_table(run.path("export", schema.CURATED))
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def test_table(run: RunDir, test_path: str = "") -> pa.Table | None:
+    """The test split of the manifest (usable rows), or a separate ``--test`` manifest."""
+    if test_path:
+        return read_table(Path(test_path))
+    manifest = load_manifest(run)
+    keep = (split_array(manifest) == schema.TEST) & _usable(manifest)
+    return manifest.filter(pa.array(keep)) if keep.any() else None
+
+
+def train_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    import torch
+
+    from stages.train.core import train_model
+
+    train = read_table(ctx.run.path("export", schema.TRAIN_MANIFEST))
+    result = train_model(train, test_table(ctx.run, getattr(params, "test", "")), params,
+                         num_classes=len(class_names(train)), seed=ctx.seed, device=ctx.device)
+    torch.save(result.model_state, ctx.out / "model.pt")
+    (ctx.out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
+    return dict(result.metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    truth: str = option("", "A Parquet table with id and the true label column 'label'; default: "
+                                          "the manifest's true_label (from --inject-noise).")
+    downstream: bool = option(True, "Also train on the plain noisy labels (same model and schedule "
+                                                "as `winnow train`) and compare test accuracy.")
+
+
+def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
+    from stages.export.evaluate import evaluate_flags
+    from stages.train.core import train_model
+    from stages.train.params import TrainParams
+
+    curated = load_curated(ctx.run)
+    truth = None
+    if params.truth:
+        table = read_table(Path(params.truth), columns=["id", "label"])
+        lookup = dict(zip(table["id"].cast(pa.string()).to_pylist(), table["label"].to_pylist()))
+        missing = [i for i in curated["id"].to_pylist() if i not in lookup]
+        if missing:
+            raise ValueError(f"--truth {params.truth}: no label for {len(missing)} id(s), e.g. {missing[:3]}")
+        truth = np.array([lookup[i] for i in curated["id"].to_pylist()], dtype=np.int64)
+    result: dict[str, Any] = {"flags": evaluate_flags(curated, truth=truth)}
+    train_rec = ctx.run.record("train")
+    if params.downstream and train_rec is not None:
+        train_params = TrainParams(**train_rec["params"])
+        manifest = load_manifest(ctx.run)
+        plain = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
+        plain = plain.append_column("weight", pa.array(np.ones(plain.num_rows, np.float32)))
+        baseline = train_model(plain, test_table(ctx.run, getattr(train_params, "test", "")), train_params,
+                               num_classes=len(class_names(manifest)), seed=ctx.seed, device=ctx.device)
+        result["downstream"] = {"curated": _accuracy(train_rec["metrics"]), "plain": _accuracy(baseline.metrics)}
+    (ctx.out / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return result
+
+
+def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("test_accuracy", "best_test_accuracy") if k in metrics}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    title: str = option("winnow report", "Title of the page.")
+    top: int = option(24, "How many flagged examples to show with thumbnails.")
+
+
+def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
+    from stages.report.html import render_report
+
+    curated = load_curated(ctx.run)
+    summary = json.loads(ctx.run.path("export", schema.SUMMARY).read_text())
+    evaluation = None
+    if (p := ctx.run.path("evaluate", "evaluation.json", required=False)) is not None:
+        evaluation = json.loads(p.read_text())
+    select_rec = ctx.run.record("select")
+    curve = None
+    if (p := ctx.run.path("weight", "mwn_curve.parquet", required=False)) is not None:
+        curve = {k: v.to_numpy() for k, v in zip(read_table(p).column_names, read_table(p).columns)}
+    html = render_report(curated, summary, evaluation=evaluation,
+                         coreset_metrics=None if select_rec is None else select_rec.get("metrics"),
+                         weight_curve=curve, title=params.title, top=params.top)
+    (ctx.out / schema.REPORT).write_text(html, encoding="utf-8")
+    return {"bytes": len(html.encode())}
+
+
+# ---------------------------------------------------------------------------------------------
+# the table of steps
+
+
+def _steps() -> dict[str, Step]:
+    from stages.embed.params import EmbedParams
+    from stages.export.params import ExportParams
+    from stages.ingest.params import IngestParams
+    from stages.select.params import SelectParams
+    from stages.train.params import TrainParams
+    from stages.weight.params import WeightParams
+
+    return {
+        s.name: s
+        for s in [
+            Step("ingest", IngestParams, (), (), ingest_adapter, "Read a source into a validated manifest with a trusted split."),
+            Step("embed", EmbedParams, ("ingest",), (), embed_adapter,
+                 "Embeddings, out-of-sample probabilities and gradient embeddings."),
+            Step("select", SelectParams, ("ingest",), ("embed",), select_adapter,
+                 "Per-class coreset: facility location or set cover, with CRAIG weights."),
+            Step("weight", WeightParams, ("ingest",), ("embed", "select"), weight_adapter,
+                 "Per-example weights from L2RW, Meta-Weight-Net, Deep Bilevel or SOSELETO rounds."),
+            Step("export", ExportParams, ("ingest",), ("embed", "select", "weight"), export_adapter,
+                 "Noise scores, flags and suggested labels; curated, train and flags manifests."),
+            Step("train", TrainParams, ("export",), (), train_adapter,
+                 "Train the reference model on the curated train manifest."),
+            Step("evaluate", EvaluateParams, ("export",), ("train",), evaluate_adapter,
+                 "Score the flags against the truth and compare downstream accuracy with plain training."),
+            Step("report", ReportParams, ("export",), ("select", "weight", "evaluate"), report_adapter,
+                 "Write a self-contained HTML report."),
+        ]
+    }
+
+
+STEPS = _steps()
+DEFAULT_PLAN = tuple(STEPS)
+
+DEMO_CONFIG: dict[str, dict[str, Any]] = {
+    "ingest": {"source": "digits", "inject_noise": "uniform:0.4", "trusted_per_class": 10},
+    "embed": {},
+    "select": {},
+    "weight": {"method": "l2rw", "rounds": 2, "epochs": 5},
+    "export": {"policy": "weight"},
+    "train": {},
+    "evaluate": {},
+    "report": {},
+}
+
+
+def demo_summary(run: RunDir) -> dict[str, Any]:
+    evaluation = json.loads(run.path("evaluate", "evaluation.json").read_text())
+    flags = evaluation["flags"].get("overall", evaluation["flags"])
+    return {
+        "run_dir": str(run.root),
+        "flags": {k: flags.get(k) for k in ("precision", "recall", "f1", "auroc")},
+        "downstream": evaluation.get("downstream", {}),
+        "manifests": {name: str(run.stage_dir("export") / name) for name in (schema.CURATED, schema.TRAIN_MANIFEST, schema.FLAGS)},
+        "report": str(run.stage_dir("report") / schema.REPORT),
+    }
+
+
+def print_demo(summary: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="winnow demo: digits, 40% uniform label noise, 10 trusted images per class")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in summary["flags"].items():
+        table.add_row(f"flags {k}", "n/a" if v is None else f"{v:.3f}")
+    for name, acc in summary["downstream"].items():
+        if "test_accuracy" in acc:
+            table.add_row(f"test accuracy, {name} training", f"{acc['test_accuracy']:.3f}")
+    console.print(table)
+    for name, path in summary["manifests"].items():
+        console.print(f"{name}: {path}")
+    console.print(f"report: {summary['report']}")
+    console.print(f"({summary.get('seconds', 0)} s)")
+
+
+PRINTERS: dict[str, Callable[[RunDir, Any], None]] = {}

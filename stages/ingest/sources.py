@@ -1,0 +1,177 @@
+"""Readers for every supported source. Each returns a :class:`RawSource` whose table has the
+manifest columns ``id, uri, image, label_raw, split`` (split may be null) in source order.
+
+Labels stay raw here (ints or names): :mod:`stages.ingest.labels` maps them to class indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from stages.common.images import encode_png
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class SourceError(ValueError):
+    """The source cannot be read as asked; the message says what to do."""
+
+
+@dataclass
+class RawSource:
+    table: pa.Table  # id (string), uri (string), image (binary), label_raw (int or string), split
+    class_names: list[str] | None = None  # known class order (image folder, digits), else None
+    embedding: np.ndarray | None = None  # (n, d) float32, for feature tables
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def read_source(source: str, *, features: str = "", max_rows: int = 0) -> RawSource:
+    """Dispatch on what ``source`` is: 'digits', a folder, or a .parquet/.csv file."""
+    if source == "digits":
+        raw = read_digits()
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise SourceError(f"source {source!r} does not exist: give 'digits', an image folder, or a .parquet/.csv file")
+        if path.is_dir():
+            if features:
+                raise SourceError("--features needs a Parquet feature table, not a folder")
+            raw = read_image_folder(path)
+        elif path.suffix.lower() in {".parquet", ".pq"}:
+            raw = read_table_file(path, features=features)
+        elif path.suffix.lower() in {".csv", ".tsv"}:
+            if features:
+                raise SourceError("--features needs a Parquet feature table; CSV cannot hold vectors")
+            raw = read_table_file(path, features="")
+        else:
+            raise SourceError(f"source {source!r}: unsupported file type {path.suffix!r}; use .parquet or .csv")
+    if max_rows and raw.table.num_rows > max_rows:
+        raw.table = raw.table.slice(0, max_rows)
+        if raw.embedding is not None:
+            raw.embedding = raw.embedding[:max_rows]
+    return raw
+
+
+def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Array, split: list | None) -> pa.Table:
+    n = len(ids)
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "uri": pa.array(uris if uris is not None else [None] * n, pa.string()),
+            "image": pa.array(images if images is not None else [None] * n, pa.binary()),
+            "label_raw": labels,
+            "split": pa.array(split if split is not None else [None] * n, pa.string()),
+        }
+    )
+
+
+def read_digits() -> RawSource:
+    """scikit-learn's bundled digits: 1797 real 8x8 grey images, stored as PNG bytes (0-16 -> 0-255)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = [encode_png(p) for p in pixels]
+    ids = [f"digits-{i:04d}" for i in range(len(images))]
+    labels = pa.array(digits.target.astype(np.int32))
+    return RawSource(_table(ids, None, images, labels, None), [str(c) for c in range(10)], description="digits")
+
+
+def read_image_folder(root: Path) -> RawSource:
+    """``root/<class>/<file>``: one class per sub-folder, sorted by name; ids are relative paths."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise SourceError(f"image folder {root} has no class sub-folders; expected {root}/<class>/<image file>")
+    ids, uris, labels = [], [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                ids.append(f.relative_to(root).as_posix())
+                uris.append(str(f.resolve()))
+                labels.append(label)
+    return RawSource(
+        _table(ids, uris, None, pa.array(labels, pa.int32()), None), classes, description=f"image folder {root}"
+    )
+
+
+def read_table_file(path: Path, *, features: str) -> RawSource:
+    """A Parquet or CSV manifest (``id``, ``label``, ``uri`` or ``image``, optional ``split``),
+    or a feature table (``id``, ``label``, and the embedding column named by ``features``)."""
+    try:
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            opts = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            table = pacsv.read_csv(path, parse_options=opts)
+        else:
+            table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from exc
+    cols = set(table.column_names)
+    if "label" not in cols:
+        raise SourceError(f"{path}: no 'label' column (columns are: {', '.join(table.column_names)})")
+    n = table.num_rows
+    ids = [str(v) for v in table["id"].to_pylist()] if "id" in cols else [f"row-{i}" for i in range(n)]
+    if "id" in cols and table["id"].null_count:
+        first = table["id"].is_null().to_pylist().index(True)
+        raise SourceError(f"{path}: row {first} has no id; every row needs a unique id")
+    labels = table["label"].combine_chunks()
+    if pa.types.is_integer(labels.type):
+        labels = labels.cast(pa.int32())
+    elif pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        labels = labels.cast(pa.string())
+    else:
+        raise SourceError(f"{path}: 'label' must be integers or class names, got {labels.type}")
+    split = table["split"].cast(pa.string()).to_pylist() if "split" in cols else None
+
+    embedding = None
+    extra: dict = {}
+    uris = images = None
+    if features:
+        if features not in cols:
+            raise SourceError(f"{path}: --features {features!r} is not a column (columns: {', '.join(table.column_names)})")
+        embedding, errors = _vectors(table[features], path, features)
+        extra["errors"] = errors
+    else:
+        if "uri" not in cols and "image" not in cols:
+            raise SourceError(
+                f"{path}: needs a 'uri' column (image paths relative to the manifest) or an 'image' column "
+                "(encoded bytes); for precomputed embeddings pass --features COLUMN"
+            )
+        if "uri" in cols:
+            base = path.resolve().parent
+            uris = [None if u is None else str((base / u).resolve()) for u in table["uri"].cast(pa.string()).to_pylist()]
+        if "image" in cols:
+            images = table["image"].cast(pa.binary()).to_pylist()
+    return RawSource(_table(ids, uris, images, labels, split), None, embedding, description=str(path), extra=extra)
+
+
+def _vectors(column: pa.ChunkedArray, path: Path, name: str) -> tuple[np.ndarray, list[str | None]]:
+    """Read a list column as (n, d) float32; rows that are null, of another length or non-finite
+    keep a reason in the returned errors (and zeros as values) instead of failing the whole table."""
+    col = column.combine_chunks()
+    if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type)):
+        raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {col.type}")
+    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+    valid_lengths = lengths[lengths >= 0]
+    if len(valid_lengths) == 0:
+        raise SourceError(f"{path}: feature column {name!r} has no non-null vector")
+    d = int(np.bincount(valid_lengths).argmax())
+    out = np.zeros((len(col), d), dtype=np.float32)
+    errors: list[str | None] = [None] * len(col)
+    good = lengths == d
+    for i in np.flatnonzero(~good):
+        errors[i] = f"{name} is null" if lengths[i] < 0 else f"{name} has {lengths[i]} values, expected {d}"
+    if good.any():
+        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float32()).to_numpy(zero_copy_only=False)
+        out[good] = flat.reshape(-1, d)
+    for i in np.flatnonzero(good & ~np.isfinite(out).all(axis=1)):
+        errors[i] = f"{name} has NaN or Inf values"
+        out[i] = 0.0
+    return out, errors

@@ -1,0 +1,28 @@
+"""Shared fixtures: small data the tests make themselves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def png_bytes(value: int, size: int = 8, mode: str = "L") -> bytes:
+    arr = np.full((size, size) if mode == "L" else (size, size, 3), value, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """root/<class>/<file>: 3 classes x 4 tiny RGB images."""
+    root = tmp_path / "photos"
+    for c, name in enumerate(["cat", "dog", "eel"]):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            (root / name / f"{i}.png").write_bytes(png_bytes(40 * c + i, mode="RGB"))
+    return root

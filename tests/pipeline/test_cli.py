@@ -1,0 +1,84 @@
+"""The CLI's shape, exit codes, JSON output and config handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main, plan_from_config
+
+COMMANDS = ["ingest", "embed", "select", "weight", "export", "train", "evaluate", "report", "inspect", "run", "demo"]
+
+
+def test_help_lists_every_command_with_an_example():
+    runner = CliRunner()
+    out = runner.invoke(main, ["--help"]).output
+    for name in COMMANDS:
+        assert name in out
+        sub = runner.invoke(main, [name, "--help"])
+        assert sub.exit_code == 0 and "Example:" in sub.output and "winnow " in sub.output
+
+
+def test_ingest_json_and_cache(tmp_path: Path):
+    runner = CliRunner()
+    args = ["ingest", "digits", "--run-dir", str(tmp_path), "--trusted-per-class", "3", "--json", "-q"]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    payload = json.loads(first.stdout)
+    assert payload["cached"] is False and payload["metrics"]["rows"] == 1797
+    second = json.loads(runner.invoke(main, args).stdout)
+    assert second["cached"] is True
+
+
+def test_bad_usage_exits_2(tmp_path: Path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["select", "--run-dir", str(tmp_path), "--method", "kmeans"])
+    assert res.exit_code == 2 and "kmeans" in res.output
+    res = runner.invoke(main, ["ingest", "--trusted-per-class", "many"])
+    assert res.exit_code == 2
+
+
+def test_bad_input_exits_1_and_writes_nothing(tmp_path: Path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["ingest", str(tmp_path / "missing.parquet"), "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    assert not (tmp_path / "r" / "ingest").exists()
+    res = runner.invoke(main, ["ingest", "digits", "--run-dir", str(tmp_path / "r"), "--inject-noise", "gauss:0.1"])
+    assert res.exit_code == 1 and "--inject-noise" in res.output
+
+
+def test_missing_upstream_names_the_command(tmp_path: Path):
+    res = CliRunner().invoke(main, ["select", "--run-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "winnow ingest --run-dir" in res.output
+
+
+def test_config_plan_and_errors(tmp_path: Path):
+    plan = plan_from_config({"stages": ["ingest", "embed"], "ingest": {"source": "digits", "trusted_per_class": 3},
+                             "embed": {"folds": 3}})
+    assert [s.name for s, _ in plan] == ["ingest", "embed"]
+    assert plan[0][1].trusted_per_class == 3 and plan[1][1].folds == 3
+    with pytest.raises(ValueError, match=r"config \[embed\]: unknown option\(s\) \['fold'\]"):
+        plan_from_config({"stages": ["embed"], "embed": {"fold": 3}})
+    with pytest.raises(ValueError, match="unknown key"):
+        plan_from_config({"ingst": {}})
+    with pytest.raises(ValueError, match="must be of type int"):
+        plan_from_config({"stages": ["embed"], "embed": {"folds": "three"}})
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[ingest\n")
+    res = CliRunner().invoke(main, ["run", str(cfg)])
+    assert res.exit_code == 1 and "not valid TOML" in res.output
+
+
+def test_every_stage_option_is_settable_in_the_config():
+    import dataclasses
+
+    from pipeline.steps import STEPS
+
+    for name, step in STEPS.items():
+        values = {f.name: getattr(step.params_cls(), f.name) for f in dataclasses.fields(step.params_cls)}
+        plan = plan_from_config({"stages": [name], name: values})
+        assert plan[0][1] == step.params_cls(**values)

@@ -1,0 +1,187 @@
+"""The run-directory contract: atomic commits that survive SIGKILL, cache hits and invalidation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.artifacts import read_table, read_vectors, write_table
+from pipeline.rundir import DiskCheckpoints, RunDir
+from pipeline.runner import run_stage
+from stages.common.arrow import vectors_to_arrow
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from pipeline.rundir import RunDir
+    run = RunDir(sys.argv[1])
+    with run.commit("stage", {"params": {"v": 2}}) as out:
+        (out / "small.txt").write_text("new")
+        with open(out / "big.bin", "wb") as f:
+            f.write(b"x" * 1000)
+            f.flush()
+            Path(sys.argv[2]).write_text("writing")
+            while True:          # keep writing until killed
+                f.write(b"y" * 4096)
+                f.flush()
+                time.sleep(0.001)
+    """
+)
+
+
+def _good_state(run: RunDir) -> None:
+    with run.commit("stage", {"params": {"v": 1}}) as out:
+        (out / "small.txt").write_text("old")
+        (out / "big.bin").write_bytes(b"o" * 100)
+
+
+def _kill_when_ready(cmd: list[str], ready: Path) -> None:
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.time() + 60
+    while not ready.exists():
+        assert proc.poll() is None, "writer exited before it was killed"
+        assert time.time() < deadline, "writer never started writing"
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_mid_write_keeps_previous_state(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    _good_state(run)
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    _kill_when_ready([sys.executable, str(script), str(run.root), str(tmp_path / "ready")], tmp_path / "ready")
+
+    # The killed writer left its temporary folder; the stage folder is the previous good one.
+    assert any(p.name.startswith(".tmp-") for p in run.root.iterdir())
+    stage = run.root / "stage"
+    assert (stage / "small.txt").read_text() == "old"
+    assert (stage / "big.bin").read_bytes() == b"o" * 100
+    assert json.loads((stage / "stage.json").read_text())["params"] == {"v": 1}
+    RunDir(run.root)  # the next start cleans up
+    assert sorted(p.name for p in run.root.iterdir()) == ["stage"]
+
+
+def test_kill_between_the_two_renames_is_repaired(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    _good_state(run)
+    os.replace(run.root / "stage", run.root / ".old-abcd1234-stage")  # as if killed right after the first rename
+    RunDir(run.root)
+    assert (run.root / "stage" / "small.txt").read_text() == "old"
+    assert run.record("stage")["params"] == {"v": 1}
+
+
+def test_failed_stage_leaves_nothing(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(RuntimeError):
+        with run.commit("stage", {}) as out:
+            (out / "partial.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert list(run.root.iterdir()) == []
+
+
+def _adapter(log: list[str], name: str, payload: str):
+    def adapter(ctx):
+        log.append(name)
+        (ctx.out / "out.txt").write_text(payload)
+        return {"payload": payload}
+
+    return adapter
+
+
+def test_cache_hit_and_invalidation_downstream(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    log: list[str] = []
+
+    def pipeline(a_param: int, force: bool = False) -> None:
+        run_stage(run, "a", params={"p": a_param}, inputs={"src": "s1"}, adapter=_adapter(log, "a", f"a{a_param}"),
+                  seed=0, device="cpu", force=force)
+        run_stage(run, "b", params={}, inputs={"a": run.record("a")["digest"]}, adapter=_adapter(log, "b", "b"),
+                  seed=0, device="cpu")
+
+    pipeline(1)
+    assert log == ["a", "b"]
+    pipeline(1)
+    assert log == ["a", "b"], "an identical second run must be a cache hit"
+    pipeline(2)
+    assert log == ["a", "b", "a", "b"], "a changed parameter re-runs the stage and everything downstream"
+    pipeline(2, force=True)
+    assert log[-1] == "a", "--force re-runs; the unchanged output keeps downstream cached"
+    out = run_stage(run, "a", params={"p": 2}, inputs={"src": "s2"}, adapter=_adapter(log, "a", "a2"), seed=0, device="cpu")
+    assert not out.cached, "a changed input re-runs the stage"
+    out = run_stage(run, "a", params={"p": 2}, inputs={"src": "s2"}, adapter=_adapter(log, "a", "a2"), seed=1, device="cpu")
+    assert not out.cached, "a changed seed re-runs the stage"
+
+
+def test_stage_json_records_what_it_should(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run_stage(run, "a", params={"p": 1}, inputs={"src": "x"}, adapter=_adapter([], "a", "z"), seed=3, device="cpu")
+    rec = run.record("a")
+    assert rec["params"] == {"p": 1} and rec["inputs"] == {"src": "x"} and rec["seed"] == 3
+    assert rec["metrics"] == {"payload": "z"}
+    assert "torch" in rec["versions"] and rec["timings"]["seconds"] >= 0
+    assert set(rec["outputs"]) == {"out.txt"}
+
+
+def test_vectors_read_without_copy(tmp_path: Path) -> None:
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(1000, 16)).astype(np.float32)
+    write_table(pa.table({"id": [str(i) for i in range(1000)], "v": vectors_to_arrow(x)}), tmp_path / "t.parquet")
+    before = pa.total_allocated_bytes()
+    table = read_table(tmp_path / "t.parquet", columns=["v"])
+    after_read = pa.total_allocated_bytes()
+    from stages.common.arrow import vectors_from_arrow
+
+    v = vectors_from_arrow(table["v"])
+    assert pa.total_allocated_bytes() == after_read >= before, "converting to numpy must not allocate"
+    assert not v.flags.writeable and np.array_equal(v, x)
+    assert np.array_equal(read_vectors(tmp_path / "t.parquet", "v"), x)
+
+
+def test_null_vectors_read_as_nan(tmp_path: Path) -> None:
+    import numpy as np
+
+    x = np.ones((3, 2), np.float32)
+    col = vectors_to_arrow(x, valid=np.array([True, False, True]))
+    pq.write_table(pa.table({"v": col}), tmp_path / "t.parquet")
+    v = read_vectors(tmp_path / "t.parquet", "v")
+    assert np.isnan(v[1]).all() and (v[[0, 2]] == 1).all()
+
+
+def test_sharded_write_reads_back(tmp_path: Path) -> None:
+    table = pa.table({"id": [str(i) for i in range(25)], "x": list(range(25))})
+    parts = write_table(table, tmp_path / "t.parquet", shard_rows=10)
+    assert len(parts) == 3
+    assert read_table(tmp_path / "t.parquet").equals(table)
+
+
+def test_disk_checkpoints_roundtrip_and_refuse_pickles(tmp_path: Path) -> None:
+    import torch
+
+    ck = DiskCheckpoints(tmp_path / "ck")
+    assert ck.load("epoch") is None
+    ck.save("epoch", {"w": torch.arange(3), "n": 2})
+    state = ck.load("epoch")
+    assert state["n"] == 2 and torch.equal(state["w"], torch.arange(3))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "ck" / "bad.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        ck.load("bad")

@@ -19,11 +19,12 @@ def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa
     cannot read back a Parquet fixed_size_list column with null entries ("Expected all lists
     to be of size=d"). A NaN vector can never pass for data, and the row's ``error`` says why.
     """
-    vectors = np.array(vectors, dtype=np.float32, copy=valid is not None, order="C")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         raise ValueError(f"expected a 2-D array of vectors, got shape {vectors.shape}")
     n, d = vectors.shape
-    if valid is not None:
+    if valid is not None and not np.all(valid):
+        vectors = vectors.copy()
         vectors[~np.asarray(valid, dtype=bool)] = np.nan
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), d)
 

@@ -1,0 +1,358 @@
+"""Export: from the manifest and whatever later stages produced, the tables users act on.
+
+``export(manifest, features, coreset, weights, params)`` is the pure core (tables in, tables and a
+summary dict out); the pipeline adapter writes them as ``curated.parquet``, ``train.parquet``,
+``flags.parquet`` (the pipeline shards large ones) and ``summary.json``.
+
+* ``curated``: every manifest row in manifest order, with the manifest, coreset and weights
+  columns and ``noise_score``, ``noise_flag``, ``suggested_label``, ``suggested_confidence``
+  (see :mod:`stages.export.scores` and :mod:`stages.export.calibrate`). Feature vectors stay in
+  ``features.parquet`` (joinable on ``id``). Rows with an ``error`` keep null scores and
+  ``noise_flag = False``.
+* ``train``: what to train on (``--policy``), in manifest order, with ``id``, ``uri``/``image``,
+  ``label``, ``label_name``, ``split`` and the final ``weight``. Weights are clipped at 0 (some
+  weighting methods emit negative weights) and scaled so that the median positive train weight
+  is 1; missing weights take that median. Trusted rows are clean, so they are included (unless
+  ``--no-include-trusted``) with ``--trusted-weight`` (default 1, a typical clean row). Rows with
+  an error, test rows and ``true_label`` never appear.
+* ``flags``: the flagged rows of ``curated`` by descending ``noise_score`` (ties: manifest order).
+* ``summary``: counts per class, noise estimate, threshold and how it was calibrated, errors and
+  which signals were used.
+All tables carry the class names and the parameters (plus ``seed``) as schema metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stages.common import schema
+from stages.common.arrow import class_names, vectors_from_arrow, with_metadata
+from stages.common.params import to_dict, validate_choices
+from stages.export.calibrate import (
+    confident_joint,
+    estimated_noisy_per_class,
+    mixture_noise_rate,
+    threshold_for_count,
+    threshold_max_expected_f1,
+    threshold_max_expected_f1_mixture,
+)
+from stages.export.params import ExportParams
+from stages.export.scores import NoiseScores, noise_scores
+
+TRAIN_COLUMNS = ("id", "uri", "image", "label", "label_name", "split", "weight")
+
+
+@dataclass
+class ExportResult:
+    """Tables and summary produced by :func:`export`."""
+
+    curated: pa.Table
+    train: pa.Table
+    flags: pa.Table
+    summary: dict
+
+
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    """A numeric column as float64 with nulls as NaN."""
+    return np.asarray(pc.cast(table[column], pa.float64()).to_numpy(), dtype=np.float64)
+
+
+def _check_aligned(manifest: pa.Table, other: pa.Table | None, name: str) -> None:
+    if other is None:
+        return
+    if "id" not in other.column_names:
+        raise ValueError(f"{name} table has no 'id' column")
+    if other.num_rows != manifest.num_rows:
+        raise ValueError(
+            f"{name} table has {other.num_rows} rows but the manifest has {manifest.num_rows}; "
+            f"re-run the stage that wrote it (rows must keep the manifest's order)"
+        )
+    same = pc.equal(pc.cast(other["id"], pa.string()), manifest["id"])
+    if not pc.all(pc.fill_null(same, False)).as_py():
+        first = int(np.flatnonzero(~same.to_numpy(zero_copy_only=False))[0])
+        raise ValueError(
+            f"{name} table row {first} has id {other['id'][first].as_py()!r} but the manifest has "
+            f"{manifest['id'][first].as_py()!r}; tables must keep the manifest's ids and order"
+        )
+
+
+def _classes(manifest: pa.Table, labels: np.ndarray, valid: np.ndarray) -> list[str]:
+    try:
+        return class_names(manifest)
+    except KeyError:
+        pass
+    n_classes = int(labels[valid].max()) + 1 if valid.any() else 0
+    names = [str(c) for c in range(n_classes)]
+    if "label_name" in manifest.column_names:
+        for lab, name in zip(labels[valid], np.asarray(manifest["label_name"].to_pylist(), dtype=object)[valid]):
+            if name is not None and names[int(lab)] == str(int(lab)):
+                names[int(lab)] = name
+    return names
+
+
+def _calibrate(
+    sc: NoiseScores, labels: np.ndarray, split: np.ndarray, valid: np.ndarray, n_classes: int,
+    params: ExportParams, seed: int,
+) -> tuple[float | None, dict[str, Any], np.ndarray | None]:
+    """Threshold, its description, and the per-class estimated noisy counts (or None)."""
+    train = valid & (split == schema.TRAIN) & np.isfinite(sc.score)
+    has_post = np.isfinite(sc.posterior).all(axis=1)
+    est = None
+    info: dict[str, Any] = {}
+    cj_rows = train & has_post
+    if cj_rows.any():
+        joint = confident_joint(sc.posterior[cj_rows], labels[cj_rows], n_classes)
+        est = estimated_noisy_per_class(joint)
+        info["noise_estimate"] = {
+            "method": "confident joint of the combined class posterior",
+            "count": float(est.sum()),
+            "rate": float(est.sum() / cj_rows.sum()),
+        }
+    if params.flag_threshold is not None and params.flag_threshold >= 0:
+        info.update(method="override (--flag-threshold)")
+        return float(params.flag_threshold), info, est
+    if est is None:
+        info.update(method="none: no class posterior to calibrate on (run embed, or pass --flag-threshold)")
+        return None, info, est
+    trusted = valid & (split == schema.TRUSTED) & has_post
+    if params.calibration == "trusted-clean" and trusted.sum() < 10:
+        info["fallback"] = "trusted-clean needs >= 10 usable trusted rows with features; used noise-rate"
+    elif params.calibration == "trusted-clean":
+        rows = np.flatnonzero(trusted)
+        label_clean = 1.0 - sc.posterior[rows, labels[rows]]
+        # Trusted rows have no meta weight: give them the median meta signal of the train rows
+        # whose label evidence looks as clean as a typical trusted row (mostly clean rows),
+        # not the overall median, which noisy rows inflate.
+        like_clean = train & (sc.label_signal <= np.median(label_clean)) & np.isfinite(sc.meta_signal)
+        meta_fill = float(np.median(sc.meta_signal[like_clean])) if like_clean.any() else np.nan
+        m = params.meta_weight if np.isfinite(meta_fill) else 0.0
+        clean = (label_clean + m * np.nan_to_num(meta_fill)) / (1 + m)
+        # Reweight trusted rows to the train split's class mix (trusted sets are often balanced).
+        n_train_c = np.bincount(labels[train], minlength=n_classes).astype(np.float64)
+        n_trusted_c = np.bincount(labels[rows], minlength=n_classes).astype(np.float64)
+        cw = (n_train_c / np.maximum(n_trusted_c, 1))[labels[rows]]
+        if cw.sum() <= 0:
+            cw = np.ones(len(rows))
+        pi_mix = mixture_noise_rate(sc.score[train], clean, cw)
+        thr, f1 = threshold_max_expected_f1_mixture(sc.score[train], clean, pi_mix, cw)
+        info.update(method="trusted-clean: max expected F1 from the trusted rows' clean score distribution",
+                    noise_rate_mixture=pi_mix, expected_f1=f1, trusted_rows=int(len(rows)))
+        return thr, info, est
+    if params.calibration != "trusted-flips":
+        count = int(round(est.sum()))
+        info.update(method="noise-rate: flag the estimated number of noisy train rows", flagged_target=count)
+        return threshold_for_count(sc.score[train], count), info, est
+    # trusted-flips
+    if trusted.sum() < 2:
+        raise ValueError("--calibration trusted-flips needs at least 2 usable trusted rows with features; "
+                         "use --calibration noise-rate or --flag-threshold")
+    rows = np.flatnonzero(trusted)
+    meta_fill = float(np.nanmedian(sc.meta_signal)) if np.isfinite(sc.meta_signal).any() else np.nan
+    m = params.meta_weight if np.isfinite(meta_fill) else 0.0
+
+    def score_of(lab: np.ndarray) -> np.ndarray:
+        s_label = 1.0 - sc.posterior[rows, lab]
+        return (s_label + m * np.nan_to_num(meta_fill)) / (1 + m)
+
+    rng = np.random.default_rng(seed)
+    given = labels[rows].astype(np.int64)
+    clean = score_of(given)
+    noisy = np.concatenate([
+        score_of((given + rng.integers(1, n_classes, size=len(rows))) % n_classes)
+        for _ in range(max(params.flip_repeats, 1))
+    ])
+    prevalence = float(est.sum() / cj_rows.sum())
+    thr, f1 = threshold_max_expected_f1(clean, noisy, prevalence)
+    info.update(method="trusted-flips: max expected F1 on trusted rows with synthetic uniform flips",
+                trusted_rows=int(len(rows)), flips=int(len(noisy)), expected_f1=f1, prevalence=prevalence)
+    return thr, info, est
+
+
+def _train_weights(
+    params: ExportParams, n: int, usable_train: np.ndarray, flags: np.ndarray,
+    meta: np.ndarray | None, coreset: pa.Table | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of train-split rows to include and their raw (unnormalised) weights."""
+    if params.policy in ("coreset", "coreset+weight"):
+        if coreset is None:
+            raise ValueError(f"--policy {params.policy} needs coreset.parquet: run select first, "
+                             f"or use --policy weight")
+        selected = np.asarray(pc.fill_null(coreset["selected"], False).to_numpy(zero_copy_only=False), dtype=bool)
+        rows = usable_train & selected
+        w = _floats(coreset, "coreset_weight")
+        if params.policy == "coreset+weight" and meta is not None:
+            w = w * meta
+        return rows, w
+    if params.policy == "drop-flagged":
+        return usable_train & ~flags, np.ones(n)
+    return usable_train, meta if meta is not None else np.ones(n)
+
+
+def export(
+    manifest: pa.Table,
+    features: pa.Table | None,
+    coreset: pa.Table | None,
+    weights: pa.Table | None,
+    params: ExportParams,
+    *,
+    seed: int = 0,
+) -> ExportResult:
+    """Score, flag and export the manifest.
+
+    All tables share ``id`` and manifest row order (columns: :mod:`stages.common.schema`).
+    ``features`` (``embedding``/``probs`` as ``fixed_size_list<float32>``), ``coreset`` and
+    ``weights`` may each be None when their stage was not run: export uses what it has and lists
+    the signals used in ``summary["signals"]``. ``seed`` drives the synthetic flips of
+    ``--calibration trusted-flips`` (the only random choice).
+    """
+    validate_choices(params)
+    for col in ("id", "label", "split"):
+        if col not in manifest.column_names:
+            raise ValueError(f"manifest has no {col!r} column; re-run ingest")
+    for name, table in (("features", features), ("coreset", coreset), ("weights", weights)):
+        _check_aligned(manifest, table, name)
+    n = manifest.num_rows
+    split = np.asarray(manifest["split"].to_pylist(), dtype=object).astype(str)
+    bad_split = ~np.isin(split, schema.SPLITS)
+    if bad_split.any():
+        i = int(np.flatnonzero(bad_split)[0])
+        raise ValueError(f"manifest row {i}: split {split[i]!r} is not one of {', '.join(schema.SPLITS)}")
+    errors = (
+        manifest["error"].to_pylist() if "error" in manifest.column_names else [None] * n
+    )
+    valid = np.array([e is None for e in errors], dtype=bool)
+    label_f = _floats(manifest, "label")
+    missing = valid & (split != schema.TEST) & ~np.isfinite(label_f)
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise ValueError(f"manifest row {i} (id {manifest['id'][i].as_py()!r}) has no label and no error; "
+                         f"ingest must set 'error' for rows that cannot be used")
+    labels = np.nan_to_num(label_f, nan=-1).astype(np.int64)
+    classes = _classes(manifest, labels, valid)
+    n_classes = len(classes)
+    out_of_range = valid & np.isfinite(label_f) & ((labels < 0) | (labels >= n_classes))
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(f"manifest row {i}: label {labels[i]} is outside the {n_classes} classes")
+
+    # ---- signals -------------------------------------------------------------------------
+    cols = features.column_names if features is not None else []
+    probs = vectors_from_arrow(features[schema.PROBS]) if schema.PROBS in cols else None
+    embedding = vectors_from_arrow(features[schema.EMBEDDING]) if schema.EMBEDDING in cols else None
+    meta = zero = None
+    if weights is not None and "weight" in weights.column_names:
+        meta = _floats(weights, "weight")
+        zero = _floats(weights, "zero_fraction") if "zero_fraction" in weights.column_names else None
+    sc = noise_scores(
+        labels=labels, probs=probs, embedding=embedding, split=split, weights=meta,
+        zero_fraction=zero, valid=valid, n_classes=n_classes, knn_k=params.knn_k,
+        knn_weight=params.knn_weight, knn_smoothing=params.knn_smoothing, meta_weight=params.meta_weight,
+    )
+    threshold, cal, est = _calibrate(sc, labels, split, valid, n_classes, params, seed)
+    scored = np.isfinite(sc.score)
+    flags = scored & (sc.score >= threshold) if threshold is not None else np.zeros(n, dtype=bool)
+
+    # ---- curated ---------------------------------------------------------------------------
+    meta_params = {**to_dict(params), "seed": seed}
+    curated = manifest
+    for name, table in (("coreset", coreset), ("weights", weights)):
+        if table is None:
+            continue
+        for col in table.column_names:
+            if col == "id":
+                continue
+            if col in curated.column_names:
+                raise ValueError(f"{name} table column {col!r} clashes with an existing column")
+            curated = curated.append_column(table.schema.field(col), table[col])
+    has_post = sc.suggested_label >= 0
+    curated = (
+        curated.append_column("noise_score", pa.array(sc.score, pa.float32(), mask=~scored))
+        .append_column(pa.field("noise_flag", pa.bool_(), nullable=False), pa.array(flags))
+        .append_column("suggested_label", pa.array(sc.suggested_label, pa.int32(), mask=~has_post))
+        .append_column("suggested_confidence",
+                       pa.array(sc.suggested_confidence, pa.float32(), mask=~has_post))
+    )
+    curated = with_metadata(curated, classes=classes, params=meta_params)
+
+    # ---- flags -----------------------------------------------------------------------------
+    idx = np.flatnonzero(flags)
+    order = idx[np.lexsort((idx, -sc.score[idx]))]
+    flag_table = curated.take(pa.array(order, pa.int64()))
+
+    # ---- train -----------------------------------------------------------------------------
+    usable_train = valid & (split == schema.TRAIN)
+    rows, raw = _train_weights(params, n, usable_train, flags, meta, coreset)
+    raw = np.where(np.isfinite(raw), np.clip(raw, 0.0, None), np.nan)
+    pos = raw[rows & (raw > 0)]
+    scale = float(np.median(pos)) if len(pos) else 1.0
+    final = np.where(np.isfinite(raw), raw / scale, 1.0)
+    if params.include_trusted:
+        trusted_rows = valid & (split == schema.TRUSTED)
+        final = np.where(trusted_rows, float(params.trusted_weight), final)
+        rows = rows | trusted_rows
+    keep = pa.array(np.flatnonzero(rows), pa.int64())
+    train_cols = [c for c in TRAIN_COLUMNS[:-1] if c in manifest.column_names]
+    train = manifest.select(train_cols).take(keep).append_column(
+        pa.field("weight", pa.float32(), nullable=False), pa.array(final[rows], pa.float32())
+    )
+    train = with_metadata(train.replace_schema_metadata(None), classes=classes, params=meta_params)
+    flag_table = with_metadata(flag_table, classes=classes, params=meta_params)
+
+    summary = _summary(
+        n=n, split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
+        flags=flags, threshold=threshold, cal=cal, est=est, rows=rows, final=final, params=params,
+        inputs={"features": features is not None, "coreset": coreset is not None,
+                "weights": weights is not None},
+    )
+    return ExportResult(curated=curated, train=train, flags=flag_table, summary=summary)
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe float (NaN/inf -> None)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _summary(
+    *, n: int, split: np.ndarray, errors: list, valid: np.ndarray, labels: np.ndarray,
+    classes: list[str], sc: NoiseScores, flags: np.ndarray, threshold: float | None,
+    cal: dict[str, Any], est: np.ndarray | None, rows: np.ndarray, final: np.ndarray,
+    params: ExportParams, inputs: dict[str, bool],
+) -> dict:
+    train = valid & (split == schema.TRAIN)
+    per_class = []
+    changed = train & (sc.suggested_label >= 0) & (sc.suggested_label != labels)
+    for c, name in enumerate(classes):
+        given = train & (labels == c)
+        per_class.append({
+            "label": c,
+            "name": name,
+            "train_rows": int(given.sum()),
+            "trusted_rows": int((valid & (split == schema.TRUSTED) & (labels == c)).sum()),
+            "flagged": int((flags & given).sum()),
+            "estimated_noisy": None if est is None else _num(float(est[c])),
+            "suggested_other_label": int((changed & given).sum()),
+            "in_train_manifest": int((rows & (labels == c)).sum()),
+        })
+    return {
+        "rows": n,
+        "splits": {s: int((split == s).sum()) for s in schema.SPLITS},
+        "errors": {"count": int((~valid).sum()),
+                   "by_reason": dict(Counter(e for e in errors if e is not None))},
+        "inputs": inputs,
+        "signals": sc.signals,
+        "scored_rows": int(np.isfinite(sc.score).sum()),
+        "noise_estimate": cal.get("noise_estimate"),
+        "threshold": {"value": _num(threshold), **{k: v for k, v in cal.items() if k != "noise_estimate"}},
+        "flagged": int(flags.sum()),
+        "flag_rate": _num(flags.sum() / train.sum()) if train.any() else None,
+        "policy": params.policy,
+        "train_manifest": {"rows": int(rows.sum()), "weight_sum": float(final[rows].sum())},
+        "classes": per_class,
+    }

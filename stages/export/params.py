@@ -1,0 +1,64 @@
+"""Options of the export stage (one field per CLI flag / TOML key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stages.common.params import option
+
+POLICIES = ("weight", "drop-flagged", "coreset", "coreset+weight")
+CALIBRATIONS = ("noise-rate", "trusted-clean", "trusted-flips")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """How export scores, flags and turns the manifest into a training manifest."""
+
+    policy: str = option(
+        "weight",
+        "What train.parquet holds: 'weight' (every usable train row with its meta weight), "
+        "'drop-flagged' (unflagged train rows, weight 1), 'coreset' (selected rows with their "
+        "CRAIG weight) or 'coreset+weight' (selected rows, CRAIG weight x meta weight).",
+        choices=POLICIES,
+    )
+    flag_threshold: float | None = option(
+        None,
+        "noise_score at or above which a row is flagged. Unset or negative: calibrate it "
+        "(see --calibration).",
+    )
+    calibration: str = option(
+        "trusted-clean",
+        "How the flag threshold is calibrated when --flag-threshold is unset: 'trusted-clean' "
+        "estimates the noise rate and the false-positive rate at every threshold from the "
+        "trusted rows' own (clean) score distribution and maximises the expected F1 (falls back "
+        "to 'noise-rate' with fewer than 10 trusted rows); 'noise-rate' flags the number of noisy "
+        "rows estimated by the confident joint of the combined class posterior; 'trusted-flips' "
+        "maximises the expected F1 on trusted rows scored with seeded synthetic flips.",
+        choices=CALIBRATIONS,
+    )
+    knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.")
+    knn_weight: float = option(
+        0.3,
+        "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
+        "out-of-sample probs); in [0, 1].",
+    )
+    knn_smoothing: float = option(
+        1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote."
+    )
+    meta_weight: float = option(
+        0.5,
+        "Weight of the meta-weight signal (low weight, often zero) in noise_score relative "
+        "to the label signal (weight 1); 0 ignores it.",
+    )
+    include_trusted: bool = option(True, "Also put the trusted rows (clean by definition) in train.parquet.")
+    trusted_weight: float = option(
+        1.0,
+        "Weight of trusted rows in train.parquet (final weights are scaled so that the median "
+        "train row has weight 1).",
+    )
+    flip_repeats: int = option(
+        3, "Seeded synthetic flips per trusted row for --calibration trusted-flips."
+    )
+    shard_rows: int = option(
+        500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."
+    )

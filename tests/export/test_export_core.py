@@ -1,0 +1,224 @@
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stages.common.arrow import class_names
+from stages.common.schema import META_PARAMS, NOISE_COLUMNS
+from stages.export import ExportParams, evaluate_flags, export
+
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+
+def _run_export(run, **kw):
+    return export(run["manifest"], run["features"], run["coreset"], run["weights"], ExportParams(**kw))
+
+
+@pytest.fixture(scope="module")
+def res(run):
+    return _run_export(run)
+
+
+def test_curated_has_every_row_and_column(run, res):
+    cur = res.curated
+    assert cur.num_rows == run["manifest"].num_rows
+    assert cur["id"].equals(run["manifest"]["id"])
+    for col in run["manifest"].column_names + ["selected", "coreset_weight", "weight", "zero_fraction",
+                                                "round_0", *NOISE_COLUMNS]:
+        assert col in cur.column_names, col
+    assert class_names(cur) == CLASSES
+    assert json.loads(cur.schema.metadata[META_PARAMS])["policy"] == "weight"
+    assert cur.schema.field("noise_flag").type == pa.bool_()
+
+
+def test_calibrated_flags_match_the_noise(run, res):
+    m = evaluate_flags(res.curated)["overall"]
+    n_noisy = int((run["flip"] & run["valid"]).sum())
+    assert abs(res.summary["flagged"] - n_noisy) <= 0.15 * n_noisy  # estimate close to the truth
+    assert m["f1"] > 0.9 and m["auroc_score"] > 0.97
+    thr = res.summary["threshold"]["value"]
+    assert 0 < thr < 1 and res.summary["threshold"]["method"].startswith("trusted-clean")
+    rate = n_noisy / (run["valid"] & (run["split"] == "train")).sum()
+    assert res.summary["threshold"]["noise_rate_mixture"] == pytest.approx(rate, abs=0.07)
+    assert res.summary["noise_estimate"]["rate"] == pytest.approx(rate, abs=0.05)
+    r = _run_export(run, calibration="noise-rate")
+    assert r.summary["threshold"]["method"].startswith("noise-rate")
+    assert abs(r.summary["flagged"] - n_noisy) <= 0.1 * n_noisy
+    assert evaluate_flags(r.curated)["overall"]["f1"] > 0.9
+
+
+def test_calibration_known_answer(make):
+    # probs alone, exactly 30 of 200 train rows are confidently another class.
+    n, c = 200, 2
+    labels = np.array([0, 1] * 100)
+    probs = np.where(labels[:, None] == np.arange(c), 0.9, 0.1)
+    bad = np.arange(0, 60, 2)
+    probs[bad] = [0.05, 0.95]
+    from stages.common.arrow import vectors_to_arrow
+
+    ids = pa.array([str(i) for i in range(n)])
+    man = pa.table({"id": ids, "label": pa.array(labels, pa.int32()), "split": ["train"] * n})
+    feats = pa.table({"id": ids, "probs": vectors_to_arrow(probs.astype(np.float32))})
+    r = export(man, feats, None, None, ExportParams())
+    flags = r.curated["noise_flag"].to_numpy(zero_copy_only=False)
+    assert set(np.flatnonzero(flags)) == set(bad)
+    assert r.summary["noise_estimate"]["count"] == pytest.approx(30)
+    assert r.summary["signals"] == ["probs"]
+    assert "fallback" in r.summary["threshold"]  # no trusted rows: trusted-clean -> noise-rate
+    assert r.curated["suggested_label"].to_numpy()[bad].tolist() == [1] * 30
+    assert r.summary["classes"][0]["name"] == "0"  # no class metadata: names from labels
+
+
+def test_threshold_override_and_trusted_flips(run):
+    r = _run_export(run, flag_threshold=0.999)
+    assert r.summary["flagged"] == 0 and r.summary["threshold"]["method"].startswith("override")
+    r = _run_export(run, calibration="trusted-flips")
+    m = evaluate_flags(r.curated)["overall"]
+    assert r.summary["threshold"]["method"].startswith("trusted-flips")
+    assert m["f1"] > 0.85
+
+
+def test_error_rows_kept_with_nulls_and_never_trained(run, res):
+    err = ~run["valid"]
+    cur = res.curated
+    assert cur["noise_score"].is_null().to_numpy(zero_copy_only=False)[err].all()
+    assert not cur["noise_flag"].to_numpy(zero_copy_only=False)[err].any()
+    assert cur["suggested_label"].is_null().to_numpy(zero_copy_only=False)[err].all()
+    err_ids = set(np.asarray(cur["id"].to_pylist())[err])
+    for policy in ("weight", "drop-flagged", "coreset", "coreset+weight"):
+        t = _run_export(run, policy=policy).train
+        assert not err_ids & set(t["id"].to_pylist())
+    assert res.summary["errors"] == {"count": 3, "by_reason": {"unreadable image": 3}}
+
+
+def _train_view(t):
+    return dict(zip(t["id"].to_pylist(), t["weight"].to_pylist())), t["split"].to_pylist()
+
+
+def test_policy_weight(run, res):
+    t = res.train
+    assert t.column_names == ["id", "uri", "image", "label", "label_name", "split", "weight"]
+    assert "test" not in t["split"].to_pylist() and "true_label" not in t.column_names
+    n_train = int((run["valid"] & (run["split"] == "train")).sum())
+    split = np.asarray(t["split"].to_pylist())
+    assert (split == "train").sum() == n_train and (split == "trusted").sum() == 40
+    w = t["weight"].to_numpy()
+    assert np.median(w[split == "train"]) == pytest.approx(1.0, rel=1e-5)
+    assert (w[split == "trusted"] == 1.0).all()
+    # weights keep the meta weights' proportions
+    raw = run["weights"]["weight"].to_numpy(zero_copy_only=False)
+    idx = [int(i[2:]) for i in np.asarray(t["id"].to_pylist())[split == "train"]]
+    np.testing.assert_allclose(w[split == "train"] / raw[idx], (w[split == "train"] / raw[idx])[0], rtol=1e-5)
+    assert class_names(t) == CLASSES
+    # manifest order
+    assert t["id"].to_pylist() == sorted(t["id"].to_pylist())
+
+
+def test_policy_drop_flagged(run, res):
+    r = _run_export(run, policy="drop-flagged", include_trusted=False)
+    ids = set(r.train["id"].to_pylist())
+    flagged = set(res.flags["id"].to_pylist())
+    assert not ids & flagged
+    assert len(ids) == int((run["valid"] & (run["split"] == "train")).sum()) - len(flagged)
+    assert set(r.train["weight"].to_pylist()) == {1.0} and set(r.train["split"].to_pylist()) == {"train"}
+
+
+def test_policy_coreset_and_product(run):
+    sel = run["coreset"]["selected"].to_numpy(zero_copy_only=False) & run["valid"]
+    cw = run["coreset"]["coreset_weight"].to_numpy()
+    mw = run["weights"]["weight"].to_numpy(zero_copy_only=False)
+    for policy, raw in (("coreset", cw), ("coreset+weight", cw * mw)):
+        t = _run_export(run, policy=policy, trusted_weight=2.0).train
+        split = np.asarray(t["split"].to_pylist())
+        idx = np.array([int(i[2:]) for i in t["id"].to_pylist()])[split == "train"]
+        assert set(idx) == set(np.flatnonzero(sel))
+        w = t["weight"].to_numpy()[split == "train"]
+        np.testing.assert_allclose(w, raw[idx] / np.median(raw[idx]), rtol=1e-5)
+        assert (t["weight"].to_numpy()[split == "trusted"] == 2.0).all()
+    with pytest.raises(ValueError, match="coreset"):
+        export(run["manifest"], run["features"], None, run["weights"], ExportParams(policy="coreset"))
+
+
+def test_flags_sorted_descending(res):
+    s = res.flags["noise_score"].to_numpy()
+    assert len(s) == res.summary["flagged"] > 0
+    assert (np.diff(s) <= 0).all() and res.flags["noise_flag"].to_numpy(zero_copy_only=False).all()
+
+
+def test_summary_is_json_and_counts(run, res):
+    s = json.loads(json.dumps(res.summary))
+    assert s["splits"] == {"train": 400, "trusted": 40, "test": 20}
+    assert sum(c["flagged"] for c in s["classes"]) == s["flagged"]
+    assert sum(c["train_rows"] for c in s["classes"]) == 397
+    assert s["inputs"] == {"features": True, "coreset": True, "weights": True}
+
+
+def test_missing_stages_still_export(run):
+    r = export(run["manifest"], None, None, run["weights"], ExportParams())
+    assert r.summary["signals"] == ["meta_weight"] and r.summary["flagged"] == 0
+    assert r.summary["threshold"]["value"] is None
+    r = export(run["manifest"], None, None, None, ExportParams(flag_threshold=0.5))
+    assert r.summary["signals"] == [] and r.curated["noise_score"].null_count == r.curated.num_rows
+    assert set(r.train["weight"].to_pylist()) == {1.0}
+    r = export(run["manifest"], run["features"], None, None, ExportParams())
+    assert r.summary["signals"] == ["trusted_knn", "probs"] and r.summary["flagged"] > 0
+
+
+def test_bad_inputs_raise(run):
+    shuffled = run["features"].take(pa.array(np.roll(np.arange(run["features"].num_rows), 1)))
+    with pytest.raises(ValueError, match="features table row 0"):
+        export(run["manifest"], shuffled, None, None, ExportParams())
+    with pytest.raises(ValueError, match="policy"):
+        export(run["manifest"], None, None, None, ExportParams(policy="everything"))
+    bad = run["manifest"].set_column(run["manifest"].column_names.index("label"), "label", pa.array([7] * run["manifest"].num_rows, pa.int32()))
+    with pytest.raises(ValueError, match="outside the 4 classes"):
+        export(bad, None, None, None, ExportParams())
+
+
+def test_deterministic(run):
+    a = _run_export(run, calibration="trusted-flips")
+    b = _run_export(run, calibration="trusted-flips")
+    assert a.curated.equals(b.curated) and a.summary == b.summary
+
+
+def test_train_manifest_readable_by_common_tools(res, tmp_path):
+    path = tmp_path / "train.parquet"
+    pq.write_table(res.train, path)
+    n = res.train.num_rows
+    want_w = float(np.sum(res.train["weight"].to_numpy()))
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    assert len(df) == n and df["weight"].sum() == pytest.approx(want_w, rel=1e-5)
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    if pl is not None:
+        assert pl.read_parquet(path).height == n
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        got = duckdb.sql(f"SELECT count(*), sum(weight) FROM read_parquet('{path}')").fetchall()[0]
+        assert got[0] == n and got[1] == pytest.approx(want_w, rel=1e-5)
+    try:
+        import datasets
+    except ImportError:
+        datasets = None
+    if datasets is not None:
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train",
+                                   cache_dir=str(tmp_path / "hf"))
+        assert ds.num_rows == n and "weight" in ds.column_names
+    if pl is None or duckdb is None or datasets is None:
+        pytest.skip(f"not installed: {[m for m, x in (('polars', pl), ('duckdb', duckdb), ('datasets', datasets)) if x is None]} "
+                    "(pandas read passed)")
+
+
+def test_params_have_help():
+    for f in dataclasses.fields(ExportParams):
+        assert f.metadata["help"], f.name

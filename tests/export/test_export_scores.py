@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+
+from stages.export.calibrate import (
+    confident_joint,
+    estimated_noisy_per_class,
+    threshold_for_count,
+    threshold_max_expected_f1,
+)
+from stages.export.evaluate import auroc
+from stages.export.scores import meta_signal, noise_scores, trusted_knn_votes
+
+
+def naive_votes(emb, labels, trusted, query, c, k, smoothing):
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    out = np.full((len(labels), c), np.nan)
+    pool = np.flatnonzero(trusted)
+    for i in np.flatnonzero(query):
+        cand = [j for j in pool if j != i]
+        sims = np.array([e[i] @ e[j] for j in cand])
+        order = np.argsort(-sims, kind="stable")[:k]
+        v = np.full(c, smoothing / c)
+        for o in order:
+            v[labels[cand[o]]] += (1 + sims[o]) / 2
+        out[i] = v / v.sum()
+    return out
+
+
+def test_knn_votes_match_naive_leave_one_out():
+    rng = np.random.default_rng(1)
+    n, c = 60, 3
+    emb = rng.normal(size=(n, 5)).astype(np.float32)
+    labels = rng.integers(0, c, n)
+    trusted = rng.random(n) < 0.4
+    query = np.ones(n, dtype=bool)
+    got = trusted_knn_votes(emb, labels, trusted=trusted, query=query, n_classes=c, k=4, smoothing=0.5)
+    want = naive_votes(emb, labels, trusted, query, c, 4, 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), 1.0)
+
+
+def test_knn_votes_skip_nan_rows_and_non_queries():
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [np.nan, np.nan]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    trusted = np.array([True, False, True, True])
+    v = trusted_knn_votes(emb, labels, trusted=trusted, query=np.array([True, True, False, True]),
+                          n_classes=2, k=1, smoothing=0.0)
+    np.testing.assert_allclose(v[1], [1.0, 0.0])  # nearest trusted of row 1 is row 0
+    np.testing.assert_allclose(v[0], [0.0, 1.0])  # row 0 cannot vote for itself: row 2
+    assert np.isnan(v[2]).all() and np.isnan(v[3]).all()
+
+
+def test_scores_in_range_and_noisy_rows_rank_first(run):
+    from stages.common.arrow import vectors_from_arrow
+
+    f = run["features"]
+    sc = noise_scores(labels=run["given"], probs=vectors_from_arrow(f["probs"]),
+                      embedding=vectors_from_arrow(f["embedding"]), split=run["split"],
+                      weights=run["weights"]["weight"].to_numpy(zero_copy_only=False),
+                      zero_fraction=run["weights"]["zero_fraction"].to_numpy(zero_copy_only=False),
+                      valid=run["valid"], n_classes=4)
+    scored = np.isfinite(sc.score)
+    assert (scored == (run["valid"] & (run["split"] == "train"))).all()
+    assert (sc.score[scored] >= 0).all() and (sc.score[scored] <= 1).all()
+    assert auroc(run["flip"][scored], sc.score[scored]) > 0.97
+    assert sc.signals == ["trusted_knn", "probs", "meta_weight"]
+    # suggestions recover the truth on the separable clusters
+    ok = run["valid"]
+    assert (sc.suggested_label[ok] == run["true"][ok]).mean() > 0.95
+    assert ((sc.suggested_confidence[ok] > 0) & (sc.suggested_confidence[ok] <= 1)).all()
+    assert (sc.suggested_label[~ok] == -1).all()
+
+
+def test_each_signal_alone_orders_obvious_rows():
+    labels = np.array([0, 0, 1, 1])
+    split = np.array(["train"] * 4)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.7, 0.3]])
+    sc = noise_scores(labels=labels, probs=probs, embedding=None, split=split, n_classes=2)
+    np.testing.assert_allclose(sc.score, [0.1, 0.8, 0.1, 0.7])
+    assert sc.signals == ["probs"]
+    w = np.array([1.0, 0.0, 2.0, 0.5])
+    sc = noise_scores(labels=labels, probs=None, embedding=None, split=split, weights=w, n_classes=2)
+    assert list(np.argsort(-sc.score)) == [1, 3, 0, 2]
+    assert np.isnan(sc.suggested_confidence).all()
+
+
+def test_meta_signal_known_answer():
+    w = np.array([0.0, 1.0, 2.0, np.nan, 3.0])
+    z = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    scored = np.array([True, True, True, True, False])
+    np.testing.assert_allclose(meta_signal(w, z, scored), [1.0, 0.25, 0.0, np.nan, np.nan])
+
+
+def test_confident_joint_known_answer():
+    # 10 rows labelled 0; 3 are confidently class 1. 10 rows labelled 1, all clean.
+    post = np.vstack([np.tile([0.9, 0.1], (7, 1)), np.tile([0.05, 0.95], (3, 1)), np.tile([0.1, 0.9], (10, 1))])
+    labels = np.array([0] * 10 + [1] * 10)
+    joint = confident_joint(post, labels, 2)
+    np.testing.assert_allclose(joint, [[7, 3], [0, 10]])
+    np.testing.assert_allclose(estimated_noisy_per_class(joint), [3, 0])
+
+
+def test_threshold_for_count():
+    s = np.array([0.1, 0.9, np.nan, 0.5, 0.7])
+    assert threshold_for_count(s, 2) == 0.7
+    assert threshold_for_count(s, 10) == 0.1
+    assert (s[np.isfinite(s)] >= threshold_for_count(s, 0)).sum() == 0
+
+
+def test_threshold_max_expected_f1_separable_and_naive():
+    clean = np.array([0.1, 0.2, 0.3])
+    noisy = np.array([0.6, 0.8])
+    thr, f1 = threshold_max_expected_f1(clean, noisy, 0.4)
+    assert 0.3 < thr <= 0.6 and f1 == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    clean, noisy, pi = rng.normal(0.3, 0.15, 300), rng.normal(0.6, 0.15, 200), 0.3
+    thr, f1 = threshold_max_expected_f1(clean, noisy, pi)
+    grid = np.unique(np.concatenate([clean, noisy]))
+    tpr = np.array([(noisy >= t).mean() for t in grid])
+    fpr = np.array([(clean >= t).mean() for t in grid])
+    ref = 2 * pi * tpr / (pi * tpr + (1 - pi) * fpr + pi)
+    assert f1 == pytest.approx(ref.max()) and thr == grid[np.argmax(ref)]
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="knn-weight"):
+        noise_scores(labels=np.zeros(2, int), probs=np.full((2, 2), 0.5), embedding=np.ones((2, 2)),
+                     split=np.array(["train", "trusted"]), n_classes=2, knn_weight=2.0)
+    with pytest.raises(ValueError, match="knn-k"):
+        trusted_knn_votes(np.ones((2, 2)), np.zeros(2, int), trusted=np.ones(2, bool),
+                          query=np.ones(2, bool), n_classes=2, k=0)

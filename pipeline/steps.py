@@ -360,7 +360,7 @@ class ReportParams:
 
 
 def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
-    from stages.report.html import render_report
+    from stages.report.render import render_report
 
     curated = load_curated(ctx.run)
     summary = json.loads(ctx.run.path("export", schema.SUMMARY).read_text())

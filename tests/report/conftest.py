@@ -1,0 +1,12 @@
+"""Fixtures of the report tests."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from report_data import make_curated
+
+
+@pytest.fixture
+def curated() -> pa.Table:
+    return make_curated()

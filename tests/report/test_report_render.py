@@ -1,0 +1,146 @@
+"""render_report: escaping, sections, self-containment; and a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from report_data import EVIL_CLASS, EVIL_ID, make_curated
+
+from stages.report import render_report
+from stages.report.inspect import flagged_indices
+
+SECTIONS = ("summary", "classes", "confusion", "weights", "flagged", "coreset", "errors")
+CHROMIUM = "/usr/bin/chromium"
+
+
+class _Collector(HTMLParser):
+    """Tags, attributes, section ids and text of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str, str | None]] = []
+        self.sections: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += [(tag, k, v) for k, v in attrs]
+        if tag == "section":
+            self.sections += [v for k, v in attrs if k == "id"]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Collector:
+    c = _Collector()
+    c.feed(page)
+    return c
+
+
+def _render(curated: pa.Table, **kw: object) -> str:
+    summary = {"noise_estimate": 0.3, "counts": {EVIL_CLASS: 3, "zero": 10}, "thresholds": {"flag": 0.5}}
+    return render_report(curated, summary, evaluation={"flags": {"precision": 0.9, "auroc": 0.97}},
+                         coreset_metrics={"objective": 12.5, "coverage": 0.93}, **kw)
+
+
+def test_every_user_string_is_escaped(curated):
+    page = _render(curated, title='<img src=x onerror="alert(2)"> run')
+    assert "<script" not in page.lower()
+    assert EVIL_CLASS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert EVIL_ID not in page and "row&quot;7&#x27;&lt;b&gt;&amp;" in page
+    assert "&lt;bad&gt; &amp; &quot;broken&quot;" in page  # the error reason
+    assert "onerror" not in {k for _, k, _ in _parse(page).attrs}
+    text = "".join(_parse(page).text)
+    assert EVIL_CLASS in text and EVIL_ID in text  # ...and reads back as the original strings
+
+
+def test_sections_thumbnails_and_truth(curated):
+    page = _render(curated, top=5)
+    parsed = _parse(page)
+    assert set(parsed.sections) == set(SECTIONS) | {"evaluation"}
+    thumbs = [v for t, k, v in parsed.attrs if t == "img" and k == "alt" and v == "example"]
+    assert len(thumbs) == 5
+    text = "".join(parsed.text)
+    assert "flag precision" in text and "true noise rate" in text and "noisy (truth)" in text
+    top_id = curated.column("id")[int(flagged_indices(curated, top=1)[0])].as_py()
+    assert text.index(top_id) < text.index("Coreset coverage")
+    assert "truth:" in text and "Selection metrics" in text
+
+
+def test_page_is_self_contained(curated):
+    page = _render(curated)
+    for tag, key, value in _parse(page).attrs:
+        if key == "src":
+            assert value.startswith("data:image/png;base64,"), (tag, value[:40])
+        if key == "href":
+            assert value.startswith("#"), value
+    assert not re.search(r"https?://|url\(|@import|<link", page)
+
+
+def test_partial_tables_render_with_notes():
+    bare = pa.table({"id": ["a", "b"], "label": pa.array([0, 1], pa.int32()), "split": ["train", "train"]})
+    page = render_report(bare, {})
+    parsed = _parse(page)
+    assert set(SECTIONS) <= set(parsed.sections)
+    text = "".join(parsed.text)
+    assert "no suggested labels" in text and "no coreset selection" in text and "no row has an error" in text
+    no_truth = _render(make_curated(truth=False))
+    assert "truth:" not in "".join(_parse(no_truth).text)
+    with pytest.raises(ValueError, match="--top"):
+        render_report(bare, {}, top=0)
+
+
+def test_many_classes_draw_the_confusion_matrix_as_an_image():
+    k, n = 40, 400
+    rng = np.random.default_rng(0)
+    table = pa.table({"id": [str(i) for i in range(n)], "label": pa.array(rng.integers(0, k, n), pa.int32()),
+                      "suggested_label": pa.array(rng.integers(0, k, n), pa.int32()),
+                      "noise_score": rng.random(n), "noise_flag": rng.random(n) < 0.2, "weight": rng.random(n)})
+    page = render_report(table, {})
+    assert 'alt="confusion matrix"' in page and 'class="confusion"' not in page
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp}",
+           "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+
+
+def _console(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium at /usr/bin/chromium")
+def test_report_in_headless_chromium(curated, tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(_render(curated), encoding="utf-8")
+    shot = tmp_path / "report.png"
+    run = _chromium([f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()], tmp_path / "p1")
+    assert shot.is_file(), run.stderr[-2000:]
+    assert _console(run.stderr) == []
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert img.shape == (1600, 1200) and img.std() > 10  # something was drawn, not a blank page
+
+    dom = _chromium(["--dump-dom", page.as_uri()], tmp_path / "p2")
+    assert _console(dom.stderr) == []
+    parsed = _parse(dom.stdout)
+    assert set(SECTIONS) <= set(parsed.sections)
+    assert "script" not in parsed.tags
+    assert EVIL_CLASS in "".join(parsed.text)
+
+    # Negative control: the console check does catch a page that breaks the rules.
+    bad = tmp_path / "bad.html"
+    bad.write_text(_render(curated).replace("</main>", "<script>console.log(1)</script></main>"), encoding="utf-8")
+    assert _console(_chromium(["--dump-dom", bad.as_uri()], tmp_path / "p3").stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from report_data import make_curated
+from tests.report.report_data import make_curated
 
 
 @pytest.fixture

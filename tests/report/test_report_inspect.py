@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from report_data import EVIL_CLASS
+from tests.report.report_data import EVIL_CLASS
 
 from stages.report import top_flagged
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from report_data import EVIL_CLASS, EVIL_ID, make_curated
+from tests.report.report_data import EVIL_CLASS, EVIL_ID, make_curated
 
 from stages.report import render_report
 from stages.report.inspect import flagged_indices

@@ -1,0 +1,92 @@
+"""Meta-Weight-Net (Shu et al., NeurIPS 2019) with the exact meta-gradient from the kernel.
+
+With w(phi) = V(l; phi) / sum V(l; phi) (per-batch normalisation: the un-normalised variant is
+known to saturate) and the one-step look-ahead theta_hat = theta - a * sum_i w_i grad l_i(theta),
+
+    dL_trusted(theta_hat)/dphi = sum_i (-a <grad L_trusted(theta_hat), grad l_i(theta)>) dw_i/dphi,
+
+so one trusted pass at theta_hat gives v, the kernel gives every <v, grad l_i(theta)>, and a
+backward through the small net V alone finishes the job: no double backward through the model.
+V takes the detached losses as input, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stages.weight.alignment import (
+    mean_loss_gradient,
+    per_example_alignment,
+    per_example_losses,
+)
+
+
+def mwn_weights(vnet: nn.Module, losses: torch.Tensor) -> torch.Tensor:
+    """Normalised weights V(l_i) / sum_j V(l_j), shape (n,), from detached losses (n,)."""
+    raw = vnet(losses.detach().to(next(vnet.parameters()).dtype)).to(losses.dtype)
+    total = raw.sum()
+    return raw / total if total.detach() > 0 else raw
+
+
+def mwn_meta_gradient(model: nn.Module, vnet: nn.Module, losses: torch.Tensor, x: torch.Tensor,
+                      y: torch.Tensor, trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float,
+                      loss_scale: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Exact gradient of L_trusted(theta_hat(phi)) with respect to V's parameters phi.
+
+    Parameters
+    ----------
+    losses:
+        (n,) per-example losses of (x, y) at the model's parameters, still attached to their
+        graph (the look-ahead gradient is taken from it with ``retain_graph``).
+    lr:
+        Look-ahead step size a.
+
+    Returns
+    -------
+    One gradient tensor per parameter of ``vnet`` (in ``vnet.parameters()`` order).
+    """
+    params = dict(model.named_parameters())
+    w_old = mwn_weights(vnet, losses).detach()
+    grads = torch.autograd.grad((w_old * losses).sum(), list(params.values()), retain_graph=True)
+    theta_hat = {k: p.detach() - lr * g for (k, p), g in zip(params.items(), grads)}
+    v, _ = mean_loss_gradient(model, theta_hat, trusted_x, trusted_y)
+    detached = {k: p.detach() for k, p in params.items()}
+    _, d = per_example_alignment(model, x, y, v, params=detached, loss_scale=loss_scale)
+    surrogate = (-lr * d * mwn_weights(vnet, losses)).sum()
+    return list(torch.autograd.grad(surrogate, list(vnet.parameters())))
+
+
+def mwn_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module,
+             vnet_optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float, meta: bool = True,
+             loss_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Meta-Weight-Net step: (if ``meta``) update phi with Adam, then the weighted model step.
+
+    The real forward pass uses the model's own buffers (BatchNorm running statistics advance once,
+    as in plain SGD); the look-ahead and kernel passes use throw-away copies.
+    Returns the (n,) normalised weights from the updated net and the (n,) losses (detached).
+    """
+    params = dict(model.named_parameters())
+    losses = per_example_losses(model, params, dict(model.named_buffers()), x, y, loss_scale)
+    if meta:
+        meta_grads = mwn_meta_gradient(model, vnet, losses, x, y, trusted_x, trusted_y, lr=lr,
+                                       loss_scale=loss_scale)
+        vnet_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(vnet.parameters(), meta_grads):
+            p.grad = g
+        vnet_optimizer.step()
+    with torch.no_grad():
+        w = mwn_weights(vnet, losses)
+    optimizer.zero_grad(set_to_none=True)
+    (w * losses).sum().backward()
+    optimizer.step()
+    return w, losses.detach()
+
+
+@torch.no_grad()
+def mwn_curve(vnet: nn.Module, *, max_loss: float, points: int = 101) -> dict[str, torch.Tensor]:
+    """V's loss -> weight curve (un-normalised sigmoid outputs) on [0, max_loss]."""
+    dtype = next(vnet.parameters()).dtype
+    grid = torch.linspace(0.0, max_loss, points, dtype=dtype, device=next(vnet.parameters()).device)
+    return {"loss": grid, "weight": vnet(grid)}

@@ -106,6 +106,7 @@ def feature_vectors(run: RunDir, column: str) -> np.ndarray:
 
 def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     import torch
+
     from stages.embed.core import run_embed
 
     manifest = load_manifest(ctx.run)
@@ -184,9 +185,9 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     import functools
 
     import torch
-    from stages.weight.core import run_weight
 
     from stages.common.images import decode_batch
+    from stages.weight.core import run_weight
 
     manifest = load_manifest(ctx.run)
     classes = class_names(manifest)
@@ -201,7 +202,7 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
 
     model_factory = None
     if params.trainable == "head":
-        x = torch.from_numpy(np.ascontiguousarray(embedding))
+        x = torch.from_numpy(np.array(embedding, dtype=np.float32))  # writable copy
     else:
         from models.registry import build_classifier
 
@@ -214,7 +215,6 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     coreset = reselect = None
     if params.subset == "coreset":
         from stages.select.online import reselect as online_reselect
-
         from stages.select.params import SelectParams
 
         table = read_table(ctx.run.path("select", schema.CORESET))
@@ -432,7 +432,8 @@ def demo_summary(run: RunDir) -> dict[str, Any]:
     flags = evaluation["flags"].get("overall", evaluation["flags"])
     return {
         "run_dir": str(run.root),
-        "flags": {k: flags.get(k) for k in ("precision", "recall", "f1", "auroc")},
+        "flags": {"precision": flags.get("precision"), "recall": flags.get("recall"), "f1": flags.get("f1"),
+                  "auroc": flags.get("auroc_score")},
         "downstream": evaluation.get("downstream", {}),
         "manifests": {name: str(run.stage_dir("export") / name) for name in (schema.CURATED, schema.TRAIN_MANIFEST, schema.FLAGS)},
         "report": str(run.stage_dir("report") / schema.REPORT),

@@ -97,6 +97,25 @@ def _classes(manifest: pa.Table, labels: np.ndarray, valid: np.ndarray) -> list[
     return names
 
 
+# Out-of-sample accuracy on the trusted rows above which the confident joint is trusted (auto).
+AUTO_MIN_TRUSTED_ACCURACY = 0.8
+
+
+def _auto_calibration(posterior: np.ndarray, labels: np.ndarray) -> tuple[str, str]:
+    """Choose the calibration from how reliable the class posterior is, measured on trusted rows.
+
+    The confident joint counts noise well when the posterior is accurate (digits: F1 0.975 on
+    the demo against 0.856 for trusted-clean) and overestimates it badly when it is weak (CIFAR
+    on raw pixels: 0.74 for 0.40), where the trusted rows' clean score distribution is safer.
+    The trusted rows' out-of-sample accuracy tells the two regimes apart.
+    """
+    if len(labels) < 10:
+        return "noise-rate", "fewer than 10 trusted rows with a posterior: noise-rate"
+    acc = float((posterior.argmax(axis=1) == labels).mean())
+    choice = "noise-rate" if acc >= AUTO_MIN_TRUSTED_ACCURACY else "trusted-clean"
+    return choice, f"trusted out-of-sample accuracy {acc:.3f} (threshold {AUTO_MIN_TRUSTED_ACCURACY}): {choice}"
+
+
 def _calibrate(
     sc: NoiseScores, labels: np.ndarray, split: np.ndarray, valid: np.ndarray, n_classes: int,
     params: ExportParams, seed: int,
@@ -122,9 +141,12 @@ def _calibrate(
         info.update(method="none: no class posterior to calibrate on (run embed, or pass --flag-threshold)")
         return None, info, est
     trusted = valid & (split == schema.TRUSTED) & has_post
-    if params.calibration == "trusted-clean" and trusted.sum() < 10:
+    calibration = params.calibration
+    if calibration == "auto":
+        calibration, info["auto"] = _auto_calibration(sc.posterior[trusted], labels[trusted])
+    if calibration == "trusted-clean" and trusted.sum() < 10:
         info["fallback"] = "trusted-clean needs >= 10 usable trusted rows with features; used noise-rate"
-    elif params.calibration == "trusted-clean":
+    elif calibration == "trusted-clean":
         rows = np.flatnonzero(trusted)
         label_clean = 1.0 - sc.posterior[rows, labels[rows]]
         # Trusted rows have no meta weight: give them the median meta signal of the train rows
@@ -145,7 +167,7 @@ def _calibrate(
         info.update(method="trusted-clean: max expected F1 from the trusted rows' clean score distribution",
                     noise_rate_mixture=pi_mix, expected_f1=f1, trusted_rows=int(len(rows)))
         return thr, info, est
-    if params.calibration != "trusted-flips":
+    if calibration != "trusted-flips":
         count = int(round(est.sum()))
         info.update(method="noise-rate: flag the estimated number of noisy train rows", flagged_target=count)
         return threshold_for_count(sc.score[train], count), info, est

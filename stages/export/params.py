@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from stages.common.params import option
 
 POLICIES = ("weight", "drop-flagged", "coreset", "coreset+weight")
-CALIBRATIONS = ("noise-rate", "trusted-clean", "trusted-flips")
+CALIBRATIONS = ("auto", "noise-rate", "trusted-clean", "trusted-flips")
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,10 @@ class ExportParams:
         "(see --calibration).",
     )
     calibration: str = option(
-        "trusted-clean",
-        "How the flag threshold is calibrated when --flag-threshold is unset: 'trusted-clean' "
+        "auto",
+        "How the flag threshold is calibrated when --flag-threshold is unset: 'auto' uses "
+        "'noise-rate' when the class posterior is reliable (out-of-sample accuracy >= 0.8 on the "
+        "trusted rows) and 'trusted-clean' otherwise; 'trusted-clean' "
         "estimates the noise rate and the false-positive rate at every threshold from the "
         "trusted rows' own (clean) score distribution and maximises the expected F1 (falls back "
         "to 'noise-rate' with fewer than 10 trusted rows); 'noise-rate' flags the number of noisy "

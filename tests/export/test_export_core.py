@@ -34,7 +34,8 @@ def test_curated_has_every_row_and_column(run, res):
     assert cur.schema.field("noise_flag").type == pa.bool_()
 
 
-def test_calibrated_flags_match_the_noise(run, res):
+def test_calibrated_flags_match_the_noise(run):
+    res = _run_export(run, calibration="trusted-clean")
     m = evaluate_flags(res.curated)["overall"]
     n_noisy = int((run["flip"] & run["valid"]).sum())
     assert abs(res.summary["flagged"] - n_noisy) <= 0.15 * n_noisy  # estimate close to the truth
@@ -67,9 +68,21 @@ def test_calibration_known_answer(make):
     assert set(np.flatnonzero(flags)) == set(bad)
     assert r.summary["noise_estimate"]["count"] == pytest.approx(30)
     assert r.summary["signals"] == ["probs"]
+    assert r.summary["threshold"]["auto"].startswith("fewer than 10 trusted")  # auto -> noise-rate
+    r = export(man, feats, None, None, ExportParams(calibration="trusted-clean"))
     assert "fallback" in r.summary["threshold"]  # no trusted rows: trusted-clean -> noise-rate
     assert r.curated["suggested_label"].to_numpy()[bad].tolist() == [1] * 30
     assert r.summary["classes"][0]["name"] == "0"  # no class metadata: names from labels
+
+
+def test_auto_calibration_follows_the_posterior_reliability():
+    from stages.export.core import _auto_calibration
+
+    labels = np.repeat(np.arange(4), 10)
+    good = np.eye(4)[labels] * 0.7 + 0.075
+    assert _auto_calibration(good, labels)[0] == "noise-rate"
+    weak = np.eye(4)[(labels + (np.arange(40) % 2)) % 4] * 0.7 + 0.075  # half of the argmaxes wrong
+    assert _auto_calibration(weak, labels)[0] == "trusted-clean"
 
 
 def test_threshold_override_and_trusted_flips(run):

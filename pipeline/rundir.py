@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,12 +142,18 @@ class RunDir:
         shutil.rmtree(self.root / ".work" / stage, ignore_errors=True)
 
 
+# Fault injection for the resume tests: after this many checkpoint saves the process kills
+# itself with SIGKILL, exactly as `kill -9` would, at a reproducible point.
+KILL_AFTER_SAVES_ENV = "WINNOW_FAILPOINT_KILL_AFTER_SAVES"
+
+
 class DiskCheckpoints:
     """:class:`stages.common.checkpoint.Checkpoints` on disk: one ``.pt`` file per key, written
     atomically and read back with ``torch.load(weights_only=True)`` (no pickle execution)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.saves = 0
         folder.mkdir(parents=True, exist_ok=True)
 
     def _file(self, key: str) -> Path:
@@ -168,3 +175,6 @@ class DiskCheckpoints:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        self.saves += 1
+        if self.saves == int(os.environ.get(KILL_AFTER_SAVES_ENV, "0")):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -163,7 +163,8 @@ def run_weight(train_x: torch.Tensor, train_y: torch.Tensor, trusted_x: torch.Te
         max_loss = max(trainer.recorder.max_loss, float(np.log(num_classes)) * 2)
         curve = {k: v.float().cpu().numpy() for k, v in mwn_curve(trainer.vnet, max_loss=max_loss).items()}
     metrics: dict[str, Any] = dict(trainer.metrics)
-    metrics.update(seconds=time.perf_counter() - t0, steps=trainer.step_count, method=params.method)
+    metrics.update(seconds=time.perf_counter() - t0, steps=trainer.step_count, method=params.method,
+                   resumed_from_epoch=trainer.resumed_from_epoch)
     return WeightResult(
         columns=trainer.recorder.columns(),
         curve=curve,

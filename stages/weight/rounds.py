@@ -262,6 +262,7 @@ class Trainer:
             saved = checkpoints.load(CHECKPOINT_KEY)
             if saved is not None:
                 self.load(saved)
+        self.resumed_from_epoch = self.epoch  # 0 for a fresh run
         total = p.rounds * p.epochs
         for epoch in track(range(self.epoch, total), f"weight ({p.method})", total=total - self.epoch):
             round_, e = divmod(epoch, p.epochs)

@@ -1,0 +1,194 @@
+"""Out-of-sample class probabilities by K-fold cross-fitting a small head on the embeddings.
+
+Every labelled row (split train or trusted, valid, label in [0, C)) is put in one of K folds
+(stratified by label, seeded). The head trained on the other K-1 folds predicts its fold, so
+no labelled row is scored by a model that saw its label (cleanlab's CleanLearning does the
+same). Rows outside the folds (test split, unknown labels) are predicted by one more head
+trained on all labelled rows. Embeddings are standardised with the mean/std of all valid rows
+first: that uses no labels, so it leaks nothing across folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import KFold, StratifiedKFold
+from torch import nn
+
+
+@dataclass
+class CrossFit:
+    """Outputs of :func:`crossfit`, all aligned with the input rows.
+
+    Attributes
+    ----------
+    probs : (n, C) float32, softmax of ``logits``; NaN for rows not predicted.
+    logits : (n, C) float32 logits of the head that scored the row.
+    last_input : (n, h) float32 input of the head's last linear layer for that row (the
+        standardised embedding for the linear head, the hidden activation for the mlp head).
+    fold : (n,) int64 fold that held the row out; -1 for rows predicted by the all-rows head
+        or not predicted.
+    fold_accuracy : accuracy of each fold's head on its held-out fold.
+    """
+
+    probs: np.ndarray
+    logits: np.ndarray
+    last_input: np.ndarray
+    fold: np.ndarray
+    fold_accuracy: list[float] = field(default_factory=list)
+
+
+class _Head(nn.Module):
+    def __init__(self, d: int, num_classes: int, kind: str, hidden: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(d, hidden), nn.ReLU()) if kind == "mlp" else nn.Identity()
+        self.out = nn.Linear(hidden if kind == "mlp" else d, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(x)
+        return h, self.out(h)
+
+
+def assign_folds(labels: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
+    """Fold id in [0, folds) per row, stratified by label when every fold can hold each class.
+
+    Parameters
+    ----------
+    labels : (m,) int labels of the rows to split.
+    folds : number of folds, 2 <= folds <= m.
+    seed : shuffling seed.
+    """
+    m = len(labels)
+    if folds < 2 or folds > m:
+        raise ValueError(f"option --folds: need 2 <= folds <= labelled rows ({m}), got {folds}")
+    counts = np.bincount(labels)
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=seed)
+        if counts[counts > 0].min() >= folds
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
+    out = np.empty(m, dtype=np.int64)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(m), labels)):
+        out[held] = k
+    return out
+
+
+def standardise(embedding: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """(n, d) float32 tensor ``(x - mean) / std`` with the statistics of ``rows`` (bool mask or indices)."""
+    x = torch.as_tensor(np.asarray(embedding, np.float32))
+    sel = x[torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows)]
+    return (x - sel.mean(0)) / sel.std(0).clamp_min(1e-6)
+
+
+def fit_head(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    *,
+    kind: str = "linear",
+    hidden: int = 256,
+    iters: int = 100,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> nn.Module:
+    """Fit a linear or one-hidden-layer head by full-batch L-BFGS (deterministic on CPU).
+
+    Minimises mean cross-entropy + ``weight_decay * sum ||W||^2`` over the weight matrices.
+    ``x`` is (m, d) float32, ``y`` (m,) int64 in [0, num_classes). Returns the head, whose
+    ``forward(x)`` gives ``(last-layer input, logits)``.
+    """
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+        torch.manual_seed(seed)
+        head = _Head(x.shape[1], num_classes, kind, hidden).to(x.device)
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x)[1], y) + weight_decay * sum((w * w).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head.eval()
+
+
+def crossfit(
+    embedding: np.ndarray,
+    labels: np.ndarray,
+    fit_mask: np.ndarray,
+    predict_mask: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    kind: str = "linear",
+    hidden: int = 256,
+    iters: int = 100,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    fold_ids: np.ndarray | None = None,
+) -> CrossFit:
+    """Cross-fitted probabilities for every row of ``predict_mask``.
+
+    Parameters
+    ----------
+    embedding : (n, d) float array; rows outside ``predict_mask`` may be NaN.
+    labels : (n,) int given labels (any value where not ``fit_mask``).
+    fit_mask : (n,) bool rows that go into the folds (their labels train the heads).
+    predict_mask : (n,) bool rows to predict; must include ``fit_mask``.
+    num_classes : C.
+    folds : K >= 2.
+    kind, hidden, iters, weight_decay : head options (see :func:`fit_head`).
+    seed : fold assignment and head initialisation seed.
+    device : where the heads train.
+    fold_ids : optional (fit rows,) precomputed fold of each fit row (tests, reproducibility).
+
+    Returns
+    -------
+    CrossFit
+    """
+    n = len(embedding)
+    fit_mask = np.asarray(fit_mask, bool)
+    predict_mask = np.asarray(predict_mask, bool) | fit_mask
+    c = num_classes
+    fit_rows = np.flatnonzero(fit_mask)
+    other_rows = np.flatnonzero(predict_mask & ~fit_mask)
+    y_fit = np.asarray(labels)[fit_rows].astype(np.int64)
+    if len(fit_rows) and (y_fit.min() < 0 or y_fit.max() >= c):
+        raise ValueError(f"crossfit: labels must be in [0, {c}) for the fitted rows")
+    folds_of = assign_folds(y_fit, folds, seed=seed) if fold_ids is None else np.asarray(fold_ids, np.int64)
+
+    x_all = standardise(embedding, predict_mask).to(device)
+    y_all = torch.as_tensor(y_fit, device=device)
+    x_fit = x_all[torch.as_tensor(fit_rows, device=device)]
+
+    def head_for(train: np.ndarray, head_seed: int) -> nn.Module:
+        t = torch.as_tensor(train, device=device)
+        return fit_head(
+            x_fit[t], y_all[t], c, kind=kind, hidden=hidden, iters=iters, weight_decay=weight_decay, seed=head_seed
+        )
+
+    h_dim = hidden if kind == "mlp" else embedding.shape[1]
+    logits = np.full((n, c), np.nan, np.float32)
+    last = np.full((n, h_dim), np.nan, np.float32)
+    fold_col = np.full(n, -1, np.int64)
+    accs: list[float] = []
+    for k in range(folds):
+        held = np.flatnonzero(folds_of == k)
+        head = head_for(np.flatnonzero(folds_of != k), seed * 1000 + k)
+        with torch.no_grad():
+            h, z = head(x_fit[torch.as_tensor(held, device=device)])
+        rows = fit_rows[held]
+        logits[rows], last[rows], fold_col[rows] = z.cpu().numpy(), h.cpu().numpy(), k
+        accs.append(float((z.argmax(1).cpu().numpy() == y_fit[held]).mean()) if len(held) else float("nan"))
+    if len(other_rows):
+        head = head_for(np.arange(len(fit_rows)), seed * 1000 + folds)
+        with torch.no_grad():
+            h, z = head(x_all[torch.as_tensor(other_rows, device=device)])
+        logits[other_rows], last[other_rows] = z.cpu().numpy(), h.cpu().numpy()
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    return CrossFit(probs=probs, logits=logits, last_input=last, fold=fold_col, fold_accuracy=accs)

@@ -1,0 +1,63 @@
+"""Options of the embed stage (one field per CLI flag / TOML key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stages.common.params import option
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Parameters of :func:`stages.embed.core.run_embed`."""
+
+    model: str = option(
+        "auto",
+        "Backbone: 'auto' (small CNN trained by warmup for images <= 32 px, else resnet18 with warmup), "
+        "small_cnn, mlp, resnet20, resnet32, any torchvision classifier (resnet18, resnet50, vit_b_16, ...), "
+        "or 'features' (use the ingest feature table, no network).",
+    )
+    weights: str = option(
+        "",
+        "Local state_dict file for the backbone (read with weights_only=True; never downloaded); "
+        "'none' = random initialisation. Torchvision models need it unless --warmup > 0.",
+    )
+    model_file: str = option(
+        "",
+        "TorchScript or torch.export file to use instead of --model; its output is the embedding "
+        "or a tuple (embedding, logits).",
+    )
+    image_size: int = option(0, "Side images are resized/centre-cropped to; 0 = the model's default.")
+    batch_size: int = option(256, "Images per forward pass.")
+    shard_size: int = option(8192, "Rows per checkpointed shard (a killed run resumes from the last shard).")
+    num_workers: int = option(
+        -1,
+        "DataLoader decode workers; -1 = auto (CUDA: cores - 1, at most 8; CPU: 0 up to 4 cores, "
+        "else cores // 4).",
+    )
+    amp: bool = option(True, "Mixed precision (bfloat16) on CUDA; ignored on CPU.")
+    folds: int = option(5, "Cross-fitting folds for the out-of-sample probabilities (>= 2).")
+    head: str = option("linear", "Cross-fitting head on the embeddings.", choices=("linear", "mlp"))
+    head_hidden: int = option(256, "Hidden units of the mlp head.")
+    head_iters: int = option(100, "L-BFGS iterations to fit each cross-fitting head.")
+    head_weight_decay: float = option(1e-3, "L2 penalty of the cross-fitting head's weights.")
+    grad_kind: str = option(
+        "full",
+        "Gradient embedding: 'full' = (softmax(z) - onehot(y)) (x) h, the last-layer gradient; "
+        "'logit' = softmax(z) - onehot(y) alone (CRAIG's proxy).",
+        choices=("full", "logit"),
+    )
+    grad_dim: int = option(0, "Project the gradient embedding to this many dims (seeded Gaussian); 0 = no projection.")
+    warmup: int = option(
+        -1,
+        "Epochs to train the backbone on train+trusted before embedding; -1 = auto "
+        "(10 for a randomly initialised network, 0 with --weights or --model-file).",
+    )
+    warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay).")
+    warmup_batch_size: int = option(128, "Warmup mini-batch size.")
+    warmup_weight_decay: float = option(5e-4, "Warmup SGD weight decay.")
+    augment: str = option(
+        "auto",
+        "Warmup augmentation: natural = random crop + flip, digits = small shifts, none; auto picks by model.",
+        choices=("auto", "natural", "digits", "none"),
+    )

@@ -1,0 +1,98 @@
+"""Cross-fitting: an example's probability comes from a head that never saw its label."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stages.embed import EmbedParams, run_embed
+from stages.embed.crossfit import assign_folds, crossfit, fit_head, standardise
+from tests.embed.conftest import make_manifest
+
+
+def _blobs(n=120, d=6, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    centres = rng.normal(scale=3.0, size=(c, d))
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def test_folds_are_stratified_seeded_and_complete():
+    y = np.repeat(np.arange(4), 25)
+    a, b = assign_folds(y, 5, seed=3), assign_folds(y, 5, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, assign_folds(y, 5, seed=4))
+    for k in range(5):
+        np.testing.assert_array_equal(np.bincount(y[a == k], minlength=4), [5, 5, 5, 5])
+
+
+def test_planted_memorisable_example_is_scored_out_of_sample():
+    x, y = _blobs()
+    # Row 0 gets a private coordinate (nonzero for it alone) and a label that contradicts its
+    # cluster. A head that trains on row 0 memorises it through that coordinate; a head that
+    # did not cannot, so its out-of-sample probability of the planted label stays low.
+    x = np.hstack([x, np.zeros((len(x), 1), np.float32)])
+    x[0, -1] = 30.0
+    planted = (y[0] + 1) % 3
+    y = y.copy()
+    y[0] = planted
+    fit = np.ones(len(x), bool)
+    cf = crossfit(x, y, fit, fit, 3, folds=5, iters=200, weight_decay=1e-5, seed=0)
+    xs = standardise(x, fit)
+    full = fit_head(xs, torch.as_tensor(y), 3, iters=200, weight_decay=1e-5)
+    with torch.no_grad():
+        p_in = torch.softmax(full(xs)[1], 1).numpy()
+    assert p_in[0, planted] > 0.9  # memorised when trained on its own label
+    assert cf.probs[0, planted] < 0.1  # not memorised: scored by a head that never saw it
+    assert cf.fold[0] >= 0
+    np.testing.assert_allclose(cf.probs.sum(1), 1, rtol=1e-5)
+
+
+def test_each_fold_is_predicted_by_the_head_trained_without_it():
+    x, y = _blobs(90)
+    fit = np.ones(len(x), bool)
+    cf = crossfit(x, y, fit, fit, 3, folds=3, iters=30, seed=7)
+    xs = standardise(x, fit).numpy()
+    for k in range(3):
+        held = cf.fold == k
+        head = fit_head(torch.as_tensor(xs[~held]), torch.as_tensor(y[~held]), 3, iters=30, seed=7 * 1000 + k)
+        with torch.no_grad():
+            z = head(torch.as_tensor(xs[held]))[1].numpy()
+        np.testing.assert_allclose(cf.logits[held], z, rtol=1e-4, atol=1e-4)
+        # ... and NOT by a head that saw the fold.
+        leak = fit_head(torch.as_tensor(xs), torch.as_tensor(y), 3, iters=30, seed=7 * 1000 + k)
+        with torch.no_grad():
+            assert not np.allclose(leak(torch.as_tensor(xs[held]))[1].numpy(), z, atol=1e-3)
+
+
+def test_test_rows_are_predicted_by_the_head_on_all_labelled_rows():
+    x, y = _blobs(60)
+    fit = np.arange(60) < 45
+    cf = crossfit(x, y, fit, np.ones(60, bool), 3, folds=3, iters=30, seed=1)
+    xs = standardise(x, np.ones(60, bool)).numpy()
+    head = fit_head(torch.as_tensor(xs[fit]), torch.as_tensor(y[fit]), 3, iters=30, seed=1 * 1000 + 3)
+    with torch.no_grad():
+        z = head(torch.as_tensor(xs[~fit]))[1].numpy()
+    np.testing.assert_allclose(cf.logits[~fit], z, rtol=1e-4, atol=1e-4)
+    assert (cf.fold[~fit] == -1).all() and (cf.fold[fit] >= 0).all()
+
+
+def test_mlp_head_separates_blobs():
+    x, y = _blobs(90)
+    fit = np.ones(90, bool)
+    cf = crossfit(x, y, fit, fit, 3, folds=3, kind="mlp", hidden=16, iters=50, seed=0)
+    assert cf.last_input.shape == (90, 16)
+    assert (cf.probs.argmax(1) == y).mean() > 0.9
+
+
+def test_stage_uses_given_folds_and_includes_trusted_rows_but_not_test_rows():
+    manifest = make_manifest(30, splits=("train", "trusted", "test"))
+    feats, _ = _blobs(30)
+    folds = np.arange(30) % 2
+    res = run_embed(
+        manifest, EmbedParams(model="features", folds=2, head_iters=10), num_classes=3, features=feats, fold_ids=folds
+    )
+    split = np.array(manifest.column("split").to_pylist())
+    assert (res.fold[split == "test"] == -1).all()
+    np.testing.assert_array_equal(res.fold[split != "test"], folds[split != "test"])
+    assert np.isfinite(res.probs).all()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from tests.report.report_data import EVIL_CLASS
 
 from stages.report import top_flagged
+from tests.report.report_data import EVIL_CLASS
 
 
 def test_sorted_by_descending_score_and_only_flagged_usable_rows(curated):

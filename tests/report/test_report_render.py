@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from tests.report.report_data import EVIL_CLASS, EVIL_ID, make_curated
 
 from stages.report import render_report
 from stages.report.inspect import flagged_indices
+from tests.report.report_data import EVIL_CLASS, EVIL_ID, make_curated
 
 SECTIONS = ("summary", "classes", "confusion", "weights", "flagged", "coreset", "errors")
 CHROMIUM = "/usr/bin/chromium"

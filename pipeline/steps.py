@@ -3,6 +3,7 @@ core, and what it writes. Everything here is I/O and wiring; the computing is in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +51,23 @@ def source_digest(*paths: str) -> str:
     return json_digest(entries)
 
 
+def code_digest() -> str:
+    """Digest of the computing code (``stages`` and ``models``): a code change invalidates the
+    cache even within one version (it matters while developing; installed code never changes)."""
+    import models
+    import stages
+
+    h = hashlib.sha256()
+    for pkg in (stages, models):
+        root = Path(pkg.__file__).parent
+        for p in sorted(root.rglob("*.py")):
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
 def input_digests(run: RunDir, step: Step, params: Any) -> dict[str, str]:
-    """Digest of every input of ``step`` as it is now (upstream output digests)."""
-    out: dict[str, str] = {}
+    """Digest of every input of ``step`` as it is now (upstream output digests and the code)."""
+    out: dict[str, str] = {"code": code_digest()}
     if step.name == "ingest":
         out["source"] = source_digest(params.source, params.trusted)
     for up in step.required + step.optional:

@@ -12,7 +12,8 @@ summary dict out); the pipeline adapter writes them as ``curated.parquet``, ``tr
 * ``train``: what to train on (``--policy``), in manifest order, with ``id``, ``uri``/``image``,
   ``label``, ``label_name``, ``split`` and the final ``weight``. Weights are clipped at 0 (some
   weighting methods emit negative weights) and scaled so that the median positive train weight
-  is 1; missing weights take that median. Trusted rows are clean, so they are included (unless
+  is 1; missing weights take that median. With ``weight`` and ``coreset+weight`` a flagged row's
+  final weight is 0 (it stays in the manifest, so the choice is visible and reversible). Trusted rows are clean, so they are included (unless
   ``--no-include-trusted``) with ``--trusted-weight`` (default 1, a typical clean row). Rows with
   an error, test rows and ``true_label`` never appear.
 * ``flags``: the flagged rows of ``curated`` by descending ``noise_score`` (ties: manifest order).
@@ -312,9 +313,15 @@ def export(
     usable_train = valid & (split == schema.TRAIN)
     rows, raw = _train_weights(params, n, usable_train, flags, meta, coreset)
     raw = np.where(np.isfinite(raw), np.clip(raw, 0.0, None), np.nan)
-    pos = raw[rows & (raw > 0)]
+    # The final weight is winnow's whole judgement: with the weighting policies a flagged row
+    # weighs 0 whatever its meta weight (demo: test accuracy 0.80 with meta weights alone, 0.99
+    # with flags), and the median of the rows that keep a weight is 1.
+    gate = params.policy in ("weight", "coreset+weight")
+    pos = raw[rows & (raw > 0) & ~(flags & gate)]
     scale = float(np.median(pos)) if len(pos) else 1.0
     final = np.where(np.isfinite(raw), raw / scale, 1.0)
+    if gate:
+        final = np.where(flags, 0.0, final)
     if params.include_trusted:
         trusted_rows = valid & (split == schema.TRUSTED)
         final = np.where(trusted_rows, float(params.trusted_weight), final)

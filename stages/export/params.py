@@ -16,9 +16,9 @@ class ExportParams:
 
     policy: str = option(
         "weight",
-        "What train.parquet holds: 'weight' (every usable train row with its meta weight), "
+        "What train.parquet holds: 'weight' (every usable train row with its meta weight; 0 if flagged), "
         "'drop-flagged' (unflagged train rows, weight 1), 'coreset' (selected rows with their "
-        "CRAIG weight) or 'coreset+weight' (selected rows, CRAIG weight x meta weight).",
+        "CRAIG weight) or 'coreset+weight' (selected rows, CRAIG weight x meta weight; 0 if flagged).",
         choices=POLICIES,
     )
     flag_threshold: float | None = option(

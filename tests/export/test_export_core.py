@@ -119,12 +119,15 @@ def test_policy_weight(run, res):
     split = np.asarray(t["split"].to_pylist())
     assert (split == "train").sum() == n_train and (split == "trusted").sum() == 40
     w = t["weight"].to_numpy()
-    assert np.median(w[split == "train"]) == pytest.approx(1.0, rel=1e-5)
     assert (w[split == "trusted"] == 1.0).all()
-    # weights keep the meta weights' proportions
+    # unflagged rows keep the meta weights' proportions (median 1); flagged rows weigh 0
     raw = run["weights"]["weight"].to_numpy(zero_copy_only=False)
-    idx = [int(i[2:]) for i in np.asarray(t["id"].to_pylist())[split == "train"]]
-    np.testing.assert_allclose(w[split == "train"] / raw[idx], (w[split == "train"] / raw[idx])[0], rtol=1e-5)
+    idx = np.array([int(i[2:]) for i in np.asarray(t["id"].to_pylist())[split == "train"]])
+    flagged = res.curated["noise_flag"].to_numpy(zero_copy_only=False)[idx]
+    assert flagged.any() and (w[split == "train"][flagged] == 0).all()
+    kept = w[split == "train"][~flagged]
+    assert np.median(kept) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(kept / raw[idx][~flagged], (kept / raw[idx][~flagged])[0], rtol=1e-5)
     assert class_names(t) == CLASSES
     # manifest order
     assert t["id"].to_pylist() == sorted(t["id"].to_pylist())
@@ -144,11 +147,16 @@ def test_policy_coreset_and_product(run):
     cw = run["coreset"]["coreset_weight"].to_numpy()
     mw = run["weights"]["weight"].to_numpy(zero_copy_only=False)
     for policy, raw in (("coreset", cw), ("coreset+weight", cw * mw)):
-        t = _run_export(run, policy=policy, trusted_weight=2.0).train
+        r = _run_export(run, policy=policy, trusted_weight=2.0)
+        t = r.train
         split = np.asarray(t["split"].to_pylist())
         idx = np.array([int(i[2:]) for i in t["id"].to_pylist()])[split == "train"]
         assert set(idx) == set(np.flatnonzero(sel))
         w = t["weight"].to_numpy()[split == "train"]
+        if policy == "coreset+weight":  # flagged rows weigh 0, the rest keep the product
+            flagged = r.curated["noise_flag"].to_numpy(zero_copy_only=False)[idx]
+            assert (w[flagged] == 0).all()
+            idx, w = idx[~flagged], w[~flagged]
         np.testing.assert_allclose(w, raw[idx] / np.median(raw[idx]), rtol=1e-5)
         assert (t["weight"].to_numpy()[split == "trusted"] == 2.0).all()
     with pytest.raises(ValueError, match="coreset"):

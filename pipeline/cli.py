@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from pipeline import steps as steps_mod
+from pipeline.beam import BEAM_STAGES, beam_adapter
 from pipeline.config import RUN_KEYS, build_params, click_options, load_config
 from pipeline.rundir import RunDir, StageMissing
 from pipeline.runner import StageOutcome, run_stage
@@ -59,6 +60,17 @@ def _common_options() -> list[click.Option]:
     ]
 
 
+def _executor_options() -> list[click.Option]:
+    """--executor / --beam-option, for the data-parallel stages (see docs/beam.md)."""
+    return [
+        click.Option(["--executor"], type=click.Choice(["local", "beam"]), default="local", show_default=True,
+                     help="Run in this process (local) or as an Apache Beam pipeline (beam)."),
+        click.Option(["--beam-option", "beam_option"], multiple=True, metavar="KEY=VALUE",
+                     help="Beam pipeline option (repeatable), e.g. runner=FlinkRunner; default: DirectRunner, "
+                          "2 local worker processes."),
+    ]
+
+
 def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
@@ -70,9 +82,12 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
     """Run one step with the stage cache, translating known failures into :class:`InputError`."""
     try:
         inputs = steps_mod.input_digests(run, step, params)
+        adapter = beam_adapter(step.name) if executor == "beam" else None
+        if adapter is None:  # stages without a Beam version run (and are recorded) as local
+            adapter, executor = step.adapter, "local"
         return run_stage(
             run, step.name, params=to_dict(params), inputs=inputs,
-            adapter=lambda ctx: step.adapter(ctx, params), seed=seed, device=device, force=force,
+            adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
             executor=executor, beam_options=beam_options,
         )
     except StageMissing as exc:
@@ -96,13 +111,14 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
     def callback(run_dir: Path, seed: int, device: str, force: bool, json_out: bool, verbose: int, quiet: bool,
                  **values: Any) -> None:
         _setup_output(verbose, quiet, json_out)
+        executor, beam_options = values.pop("executor", "local"), tuple(values.pop("beam_option", ()))
         try:
             params = build_params(step.params_cls, values, where=f"winnow {step.name}")
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         run = RunDir(run_dir)
         outcome = execute(run, step, params, seed=seed, device=device, force=force,
-                          executor=values.get("executor", "local"))
+                          executor=executor, beam_options=beam_options)
         _report_outcome(outcome, run, quiet or json_out)
         if step.name in steps_mod.PRINTERS and not (quiet or json_out):
             steps_mod.PRINTERS[step.name](run, console)
@@ -111,7 +127,8 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
                         "metrics": outcome.metrics, "outputs": outcome.record.get("outputs", {})})
 
     command = click.Command(
-        step.name, callback=callback, params=_common_options() + click_options(step.params_cls),
+        step.name, callback=callback,
+        params=_common_options() + (_executor_options() if step.name in BEAM_STAGES else []) + click_options(step.params_cls),
         help=f"{step.summary}\n\n\b\nExample:\n  {EXAMPLES.get(step.name, '')}", short_help=step.summary,
     )
     if step.name == "ingest":
@@ -190,9 +207,14 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, json_out: bool, ver
         plan = plan_from_config(cfg)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    executor = str(cfg.get("executor", "local"))
+    if executor not in ("local", "beam"):
+        raise InputError(f"config: executor = {executor!r}; use \"local\" or \"beam\"")
+    beam_option = cfg.get("beam_option", [])
     run = RunDir(run_dir or Path(cfg.get("run_dir", "runs/default")))
     outcomes = run_plan(run, plan, seed=int(cfg.get("seed", 0)), device=str(cfg.get("device", "auto")),
-                        force=force or bool(cfg.get("force", False)), quiet=quiet or json_out)
+                        force=force or bool(cfg.get("force", False)), quiet=quiet or json_out,
+                        executor=executor, beam_options=tuple([beam_option] if isinstance(beam_option, str) else beam_option))
     if json_out:
         _emit_json({"run_dir": str(run.root), "stages": {o.stage: {"cached": o.cached, "metrics": o.metrics} for o in outcomes}})
 
@@ -217,10 +239,11 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
 
 
 def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
-             quiet: bool) -> list[StageOutcome]:
+             quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = ()) -> list[StageOutcome]:
     outcomes = []
     for step, params in plan:
-        outcome = execute(run, step, params, seed=seed, device=device, force=force)
+        outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
+                          beam_options=beam_options)
         _report_outcome(outcome, run, quiet)
         outcomes.append(outcome)
     return outcomes

@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 STAGE_JSON = "stage.json"
 
 
@@ -162,12 +160,16 @@ class DiskCheckpoints:
         return self.folder / f"{key}.pt"
 
     def load(self, key: str) -> Any | None:
+        import torch  # lazily: the CLI starts without torch
+
         path = self._file(key)
         if not path.is_file():
             return None
         return torch.load(path, map_location="cpu", weights_only=True)
 
     def save(self, key: str, state: Any) -> None:
+        import torch
+
         path = self._file(key)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
         with open(tmp, "wb") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,10 @@ def open_image(image: bytes | None = None, uri: str | None = None, *, mode: str 
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+        # PIL's messages name the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it,
+        # so that the same bad input gives the same error text, byte for byte, on every run.
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "image bytes", str(exc))
+        raise ImageError(f"cannot decode image ({type(exc).__name__}: {reason})") from exc
     return img.convert(mode) if mode and img.mode != mode else img
 
 

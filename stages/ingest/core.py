@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,15 @@ def _rng(seed: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, purpose])
 
 
-def ingest(params: IngestParams, *, seed: int = 0) -> IngestResult:
-    """Build the manifest described by ``params`` (see :class:`IngestParams`)."""
+def ingest(
+    params: IngestParams, *, seed: int = 0, validate: Callable[[pa.Table], list[str | None]] | None = None
+) -> IngestResult:
+    """Build the manifest described by ``params`` (see :class:`IngestParams`).
+
+    ``validate`` maps the combined source table (``id``, ``uri``, ``image``, ...) to one error
+    (or None) per row, as :func:`validate_image` gives; default: threads in this process. The
+    Beam executor passes a function that decodes the images on its workers instead.
+    """
     try:
         raw = read_source(params.source, features=params.features, max_rows=params.max_rows)
         trusted_raw = read_source(params.trusted, features=params.features) if params.trusted else None
@@ -60,7 +68,8 @@ def ingest(params: IngestParams, *, seed: int = 0) -> IngestResult:
         errors[i] = errors[i] or e
     split = _splits(table["split"].to_pylist())
 
-    image_errors = _validate_images(table, workers=params.decode_workers) if embedding is None else [None] * n
+    check = validate or (lambda t: _validate_images(t, workers=params.decode_workers))
+    image_errors = check(table) if embedding is None else [None] * n
     errors = [a or b for a, b in zip(errors, image_errors)]
     usable = np.array([e is None for e in errors])
     num_classes = len(classes)
@@ -201,19 +210,24 @@ def _stratified(rows: np.ndarray, labels: np.ndarray, fraction: float, rng: np.r
     return np.concatenate(out) if out else rows[:0]
 
 
+def validate_image(image: bytes | None, uri: str | None) -> str | None:
+    """Decode one image fully; return why the row cannot be used, or None if it decodes."""
+    if image is None and uri is None:
+        return "row has neither image bytes nor uri"
+    try:
+        open_image(image, uri)
+    except ImageError as exc:
+        return str(exc)
+    return None
+
+
 def _validate_images(table: pa.Table, *, workers: int) -> list[str | None]:
     """Decode every image once (threads; PIL releases the GIL) and return per-row errors."""
     images = table["image"].to_pylist()
     uris = table["uri"].to_pylist()
 
     def check(i: int) -> str | None:
-        if images[i] is None and uris[i] is None:
-            return "row has neither image bytes nor uri"
-        try:
-            open_image(images[i], uris[i])
-        except ImageError as exc:
-            return str(exc)
-        return None
+        return validate_image(images[i], uris[i])
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         return list(track(pool.map(check, range(table.num_rows)), "validating images", total=table.num_rows))

@@ -4,8 +4,23 @@ Entry points: :func:`stages.select.core.select` (the pipeline's core) and
 :func:`stages.select.online.reselect` (called by the weight stage every E epochs).
 """
 
-from stages.select.core import SelectResult, select, split_budget
-from stages.select.online import reselect
-from stages.select.params import SelectParams
+from __future__ import annotations
 
-__all__ = ["SelectParams", "SelectResult", "reselect", "select", "split_budget"]
+import importlib
+from typing import Any
+
+# Imported on first use, so that reading a stage's parameters does not load torch.
+_EXPORTS = {
+    "SelectResult": "stages.select.core",
+    "select": "stages.select.core",
+    "split_budget": "stages.select.core",
+    "reselect": "stages.select.online",
+    "SelectParams": "stages.select.params",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,23 @@
 """Consume curated manifests: a torch Dataset, a weighted sampler and loss, and the reference trainer."""
 
-from stages.train.core import TrainResult, train_model
-from stages.train.dataset import ManifestDataset, weighted_loss, weighted_sampler
-from stages.train.params import TrainParams
+from __future__ import annotations
 
-__all__ = ["ManifestDataset", "TrainParams", "TrainResult", "train_model", "weighted_loss", "weighted_sampler"]
+import importlib
+from typing import Any
+
+# Imported on first use, so that reading a stage's parameters does not load torch.
+_EXPORTS = {
+    "TrainResult": "stages.train.core",
+    "train_model": "stages.train.core",
+    "ManifestDataset": "stages.train.dataset",
+    "weighted_loss": "stages.train.dataset",
+    "weighted_sampler": "stages.train.dataset",
+    "TrainParams": "stages.train.params",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

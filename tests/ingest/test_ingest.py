@@ -51,7 +51,7 @@ def test_image_folder_with_a_corrupt_file(image_folder: Path):
     assert class_names(m) == ["cat", "dog", "eel"]
     assert m.num_rows == 13, "the unreadable image stays in the manifest"
     row = m["id"].to_pylist().index("dog/broken.png")
-    assert "cannot decode image" in m["error"][row].as_py()
+    assert "cannot decode image" in m["error"][row].as_py() and "0x" not in m["error"][row].as_py()
     assert r.summary["errors"] == 1
     assert _split(m)[row] == schema.TRAIN, "a broken row is never sampled as trusted"
     assert all(Path(u).is_absolute() for u in m["uri"].to_pylist())

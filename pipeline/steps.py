@@ -130,6 +130,14 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
         manifest, params, num_classes=len(classes), seed=ctx.seed, device=ctx.device,
         features=ingest_features(ctx.run), checkpoints=ctx.checkpoints,
     )
+    write_table(features_table(manifest, result, params), ctx.out / schema.FEATURES)
+    if result.model_state is not None:
+        torch.save(result.model_state, ctx.out / "backbone.pt")
+    return dict(result.metrics)
+
+
+def features_table(manifest: pa.Table, result: Any, params: Any) -> pa.Table:
+    """``features.parquet`` from an :class:`stages.embed.core.EmbedResult` (both executors)."""
     valid = np.asarray(result.valid, dtype=bool)
     table = pa.table(
         {
@@ -140,10 +148,7 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
             "error": pa.array(result.errors, pa.string()),
         }
     )
-    write_table(with_metadata(table, classes=classes, params=to_dict(params)), ctx.out / schema.FEATURES)
-    if result.model_state is not None:
-        torch.save(result.model_state, ctx.out / "backbone.pt")
-    return dict(result.metrics)
+    return with_metadata(table, classes=class_names(manifest), params=to_dict(params))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +165,12 @@ def select_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     eligible &= np.isfinite(vectors).all(axis=1)
     labels = np.where(np.isnan(labels.astype(float)), -1, labels).astype(np.int64)
     result = select(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device)
-    cols = result.columns
+    write_table(coreset_table(manifest, result.columns, params), ctx.out / schema.CORESET)
+    return dict(result.metrics)
+
+
+def coreset_table(manifest: pa.Table, cols: dict[str, np.ndarray], params: Any) -> pa.Table:
+    """``coreset.parquet`` from the select core's columns (both executors)."""
     table = pa.table(
         {
             "id": manifest["id"],
@@ -173,8 +183,7 @@ def select_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
         },
         schema=schema.CORESET_SCHEMA,
     )
-    write_table(with_metadata(table, classes=class_names(manifest), params=to_dict(params)), ctx.out / schema.CORESET)
-    return dict(result.metrics)
+    return with_metadata(table, classes=class_names(manifest), params=to_dict(params))
 
 
 def _usable(manifest: pa.Table) -> np.ndarray:
@@ -270,24 +279,30 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
 # export
 
 
-def _optional_table(run: RunDir, stage: str, name: str) -> pa.Table | None:
+def optional_table(run: RunDir, stage: str, name: str) -> pa.Table | None:
     p = run.path(stage, name, required=False)
     return None if p is None else read_table(p)
 
 
-def export_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+def export_result(run: RunDir, params: Any, *, seed: int) -> Any:
+    """Run the export core on whatever upstream artifacts exist (both executors)."""
     from stages.export.core import export
 
-    manifest = load_manifest(ctx.run)
-    features = _optional_table(ctx.run, "embed", schema.FEATURES) or _optional_table(ctx.run, "ingest", schema.FEATURES)
-    result = export(
-        manifest, features, _optional_table(ctx.run, "select", schema.CORESET),
-        _optional_table(ctx.run, "weight", schema.WEIGHTS), params, seed=ctx.seed,
-    )
+    features = optional_table(run, "embed", schema.FEATURES) or optional_table(run, "ingest", schema.FEATURES)
+    return export(load_manifest(run), features, optional_table(run, "select", schema.CORESET),
+                  optional_table(run, "weight", schema.WEIGHTS), params, seed=seed)
+
+
+def export_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in summary}
+
+
+def export_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+    result = export_result(ctx.run, params, seed=ctx.seed)
     for name, table in ((schema.CURATED, result.curated), (schema.TRAIN_MANIFEST, result.train), (schema.FLAGS, result.flags)):
         write_table(table, ctx.out / name, shard_rows=params.shard_rows)
     (ctx.out / schema.SUMMARY).write_text(json.dumps(result.summary, indent=2, sort_keys=True, default=str))
-    return {k: result.summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in result.summary}
+    return export_metrics(result.summary)
 
 
 def load_curated(run: RunDir) -> pa.Table:

@@ -30,8 +30,7 @@ from pipeline.beam.io import CollectToFolder, create_via_files, read_collected, 
 from pipeline.beam.options import pipeline_options, winnow_options
 from pipeline.runner import StageContext
 from stages.common import schema
-from stages.common.arrow import class_names, vectors_to_arrow, with_metadata
-from stages.common.params import to_dict
+from stages.common.arrow import class_names
 from stages.common.torch_utils import resolve_device, seed_everything
 from stages.embed.data import BatchDecoder, ImageTransform, auto_workers
 from stages.embed.params import EmbedParams
@@ -150,7 +149,7 @@ def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, 
 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     """The embed adapter on Beam: same ``features.parquet`` (and ``backbone.pt``) as the local one."""
-    from pipeline.steps import embed_adapter, ingest_features, load_manifest
+    from pipeline.steps import embed_adapter, features_table, ingest_features, load_manifest
     from stages.embed.core import NAN_ERROR, _check, _manifest_arrays, _warmup, build_backbone, run_embed
 
     manifest = load_manifest(ctx.run)
@@ -192,21 +191,11 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     for key, reason in decode_errors.items():
         r = row_of[key]
         errors[r] = reason if errors[r] in (None, NAN_ERROR) else errors[r]
-    valid = np.asarray(result.valid, dtype=bool)
     metrics.update({k: v for k, v in result.metrics.items() if k not in ("model", "embed_seconds", "total_seconds")})
     metrics.update(model=backbone.name, embed_seconds=embed_seconds, images_embedded=len(vectors),
                    images_per_s=len(vectors) / embed_seconds if embed_seconds else 0.0,
                    total_seconds=time.perf_counter() - t_start, executor="beam")
-    table = pa.table(
-        {
-            "id": manifest["id"],
-            schema.EMBEDDING: vectors_to_arrow(np.nan_to_num(result.embedding), valid=valid),
-            schema.PROBS: vectors_to_arrow(np.nan_to_num(result.probs), valid=valid),
-            schema.GRAD_EMBEDDING: vectors_to_arrow(np.nan_to_num(result.grad_embedding), valid=valid),
-            "error": pa.array(errors, pa.string()),
-        }
-    )
-    table = with_metadata(table, classes=classes, params=to_dict(params))
+    table = features_table(manifest, dataclasses.replace(result, errors=errors), params)
     with beam.Pipeline(options=pipeline_options(beam_opts)) as p:
         write_tables(p, ctx.out, {schema.FEATURES: table}, temp_folder(ctx.checkpoints.folder, "embed-write"))
     if model_state is not None:

@@ -20,15 +20,9 @@ from stages.export.params import ExportParams
 
 def export_beam(ctx: StageContext, params: ExportParams) -> dict[str, Any]:
     """The export adapter on Beam: same files, summary and metrics as the local one."""
-    from pipeline.steps import _optional_table, load_manifest
-    from stages.export.core import export
+    from pipeline.steps import export_result
 
-    manifest = load_manifest(ctx.run)
-    features = _optional_table(ctx.run, "embed", schema.FEATURES) or _optional_table(ctx.run, "ingest", schema.FEATURES)
-    result = export(
-        manifest, features, _optional_table(ctx.run, "select", schema.CORESET),
-        _optional_table(ctx.run, "weight", schema.WEIGHTS), params, seed=ctx.seed,
-    )
+    result = export_result(ctx.run, params, seed=ctx.seed)
     tables = {}
     for name, table in ((schema.CURATED, result.curated), (schema.TRAIN_MANIFEST, result.train),
                         (schema.FLAGS, result.flags)):
@@ -36,4 +30,6 @@ def export_beam(ctx: StageContext, params: ExportParams) -> dict[str, Any]:
     with beam.Pipeline(options=pipeline_options(ctx.beam_options)) as p:
         write_tables(p, ctx.out, tables, temp_folder(ctx.checkpoints.folder, "export-write"))
     (ctx.out / schema.SUMMARY).write_text(json.dumps(result.summary, indent=2, sort_keys=True, default=str))
-    return {k: result.summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in result.summary}
+    from pipeline.steps import export_metrics
+
+    return export_metrics(result.summary)

@@ -17,14 +17,11 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 
 from pipeline.beam.io import CollectToFolder, create_via_files, read_collected, temp_folder, write_tables
 from pipeline.beam.options import pipeline_options
 from pipeline.runner import StageContext
 from stages.common import schema
-from stages.common.arrow import class_names, with_metadata
-from stages.common.params import to_dict
 from stages.select.core import SelectResult, select, split_budget
 from stages.select.params import SelectParams
 
@@ -139,24 +136,9 @@ def select_beam(ctx: StageContext, params: SelectParams) -> dict[str, Any]:
     options = pipeline_options(ctx.beam_options)
     result = select_on_beam(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device, options=options,
                             work=ctx.checkpoints.folder)
+    from pipeline.steps import coreset_table
+
     table = coreset_table(manifest, result.columns, params)
     with beam.Pipeline(options=options) as p:
         write_tables(p, ctx.out, {schema.CORESET: table}, temp_folder(ctx.checkpoints.folder, "select-write"))
     return dict(result.metrics)
-
-
-def coreset_table(manifest: pa.Table, cols: dict[str, np.ndarray], params: SelectParams) -> pa.Table:
-    """``coreset.parquet`` from the core's columns (the layout of the local adapter)."""
-    table = pa.table(
-        {
-            "id": manifest["id"],
-            "selected": pa.array(cols["selected"], pa.bool_()),
-            "cluster_id": pa.array(cols["cluster_id"], pa.int64(), mask=cols["cluster_id"] < 0),
-            "coreset_weight": pa.array(cols["coreset_weight"], pa.float32()),
-            "gain": pa.array(cols["gain"], pa.float32(), mask=np.isnan(cols["gain"])),
-            "rank": pa.array(cols["rank"], pa.int32(), mask=cols["rank"] < 0),
-            "method": pa.array([params.method] * manifest.num_rows, pa.string()),
-        },
-        schema=schema.CORESET_SCHEMA,
-    )
-    return with_metadata(table, classes=class_names(manifest), params=to_dict(params))

@@ -177,10 +177,12 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
         _emit_json({"run_dir": str(run.root), "rows": rows})
         return
     table = Table(title=f"top flagged examples in {run.root}")
-    columns = [c for c in ("id", "label_name", "suggested_name", "noise_score", "suggested_confidence", "weight", "uri")
-               if rows and c in rows[0]] or ["id"]
+    headers = {"id": "id", "label_name": "given", "suggested_label_name": "suggested", "noise_score": "noise score",
+               "suggested_confidence": "confidence", "weight": "weight", "uri": "uri"}
+    columns = [c for c in headers if any(r.get(c) is not None for r in rows)] or ["id"]
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(headers[c], overflow="fold", justify="right" if c in ("noise_score", "suggested_confidence",
+                                                                             "weight") else "left")
     for r in rows:
         table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])) for c in columns])
     Console().print(table)

@@ -488,4 +488,27 @@ def print_demo(summary: dict[str, Any], console: Any) -> None:
     console.print(f"({summary.get('seconds', 0)} s)")
 
 
-PRINTERS: dict[str, Callable[[RunDir, Any], None]] = {}
+def print_evaluation(run: RunDir, console: Any) -> None:
+    """The evaluate stage's numbers as a table (what `winnow evaluate` shows a person)."""
+    from rich.table import Table
+
+    evaluation = json.loads(run.path("evaluate", "evaluation.json").read_text())
+    overall = evaluation["flags"]["overall"]
+    table = Table(title="flags against the truth")
+    for col in ("", "precision", "recall", "F1", "AUROC (score)", "AUROC (weight)"):
+        table.add_column(col, justify="right")
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    table.add_row("all", *[fmt(overall.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
+    for name, m in evaluation["flags"].get("per_class", {}).items():
+        table.add_row(str(name), *[fmt(m.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
+    console.print(table)
+    for name, acc in evaluation.get("downstream", {}).items():
+        if "test_accuracy" in acc:
+            console.print(f"test accuracy, {name} training: {acc['test_accuracy']:.3f} "
+                          f"(best {acc.get('best_test_accuracy', float('nan')):.3f})")
+
+
+PRINTERS: dict[str, Callable[[RunDir, Any], None]] = {"evaluate": print_evaluation}

@@ -12,53 +12,24 @@ embeddings and the trusted rows (its kNN vote), which is the point of having a t
   ``cleanlab.rank.get_label_quality_scores`` (self-confidence) for the AUROC; train rows only.
 - loss threshold: flag when the cross-entropy of the given label exceeds log(C) (p < 1/C);
   AUROC of the loss.
-Noise always flips the label (never redraws the true class). Prints a markdown table.
+Noise always flips the label (never redraws the true class); the scenarios are built in
+:mod:`benchmarks.quality.scenarios`. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
 from stages.common import schema
-from stages.common.arrow import vectors_from_arrow, vectors_to_arrow, with_metadata
+from stages.common.arrow import vectors_from_arrow
 from stages.export import ExportParams, export
 from stages.export.evaluate import auroc
-
-CIFAR = Path("/work/shared/data/cifar10")
-
-
-def inject(labels: np.ndarray, kind: str, rate: float, n_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Flip a ``rate`` fraction: 'uniform' to another class at random, 'pair' to class c+1."""
-    noisy = labels.copy()
-    flip = rng.random(len(labels)) < rate
-    if kind == "uniform":
-        noisy[flip] = (labels[flip] + rng.integers(1, n_classes, size=flip.sum())) % n_classes
-    elif kind == "pair":
-        noisy[flip] = (labels[flip] + 1) % n_classes
-    else:
-        raise ValueError(kind)
-    return noisy
-
-
-def crossfit_probs(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, folds: int = 5) -> np.ndarray:
-    """Out-of-sample class probabilities from a logistic regression, ``folds``-fold cross-fitting."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    probs = np.zeros((len(y), n_classes))
-    skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for fit, held in skf.split(x, y):
-        clf = LogisticRegression(max_iter=300, C=0.1)
-        clf.fit(x[fit], y[fit])
-        probs[np.ix_(held, clf.classes_)] = clf.predict_proba(x[held])
-    return probs
 
 
 def compare(name: str, embedding: np.ndarray, probs: np.ndarray, given: np.ndarray, true: np.ndarray,
@@ -67,14 +38,7 @@ def compare(name: str, embedding: np.ndarray, probs: np.ndarray, given: np.ndarr
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    n = len(given)
-    ids = pa.array([str(i) for i in range(n)])
-    manifest = with_metadata(pa.table({
-        "id": ids, "label": pa.array(given, pa.int32()), "split": pa.array(split),
-        "error": pa.nulls(n, pa.string()), "true_label": pa.array(true, pa.int32()),
-    }), classes=[str(c) for c in range(n_classes)])
-    features = pa.table({"id": ids, "embedding": vectors_to_arrow(np.ascontiguousarray(embedding, np.float32)),
-                         "probs": vectors_to_arrow(np.ascontiguousarray(probs, np.float32))})
+    manifest, features = export_tables(embedding, probs, given, true, split, n_classes)
     train = split == schema.TRAIN
     noisy = (given != true)[train]
     out = []
@@ -109,57 +73,9 @@ def _row(scenario: str, method: str, noisy: np.ndarray, flag: np.ndarray, score:
             "auroc": auroc(noisy, score), "seconds": dt}
 
 
-def digits(seed: int) -> list[dict]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(seed)
-    split = np.full(len(y), schema.TRAIN, dtype=object)
-    for c in range(10):  # 10 trusted rows per class, as in the demo
-        split[rng.choice(np.flatnonzero(y == c), 10, replace=False)] = schema.TRUSTED
-    given = np.where(split == schema.TRAIN, inject(y, "uniform", 0.4, 10, rng), y)
-    emb = (x / 16.0).astype(np.float32)
-    probs = crossfit_probs(emb, given, 10, seed)
-    return compare("digits, 40% uniform", emb, probs, given, y, split.astype(str), 10, seed)
-
-
-def _cifar_features(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cheap CPU features for CIFAR-10: PCA of colour pixels (no pretrained network offline)."""
-    from PIL import Image
-    from sklearn.decomposition import PCA
-
-    table = pq.read_table(CIFAR / "train.parquet", columns=["label", "image"])
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(table.num_rows, n_train, replace=False))
-    images = table["image"].take(pa.array(rows)).to_pylist()
-    x = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), dtype=np.float32).ravel() / 255
-                  for b in images])
-    y = table["label"].to_numpy()[rows].astype(np.int64)
-    x = x - x.mean(axis=0)
-    emb = PCA(128, whiten=True, random_state=seed).fit_transform(x).astype(np.float32)
-    return emb, y
-
-
-def cifar(seed: int, n_train: int) -> list[dict]:
-    emb, y = _cifar_features(n_train, seed)
-    out = []
-    for name, kind, imbalance in (("uniform", "uniform", None), ("pair", "pair", None), ("imbalance 100", "uniform", 100)):
-        rng = np.random.default_rng(seed)
-        keep = np.ones(len(y), dtype=bool)
-        if imbalance:  # class c keeps a fraction imbalance^(-c/9) of its rows
-            frac = imbalance ** (-np.arange(10) / 9)
-            keep = rng.random(len(y)) < frac[y]
-        e, t = emb[keep], y[keep]
-        split = np.full(len(t), schema.TRAIN, dtype=object)
-        for c in range(10):  # 1000 trusted: 100 per class (fewer when the class is smaller)
-            pool = np.flatnonzero(t == c)
-            split[rng.choice(pool, min(100, len(pool) // 2), replace=False)] = schema.TRUSTED
-        rate = 0.4 if not imbalance else 0.4
-        given = np.where(split == schema.TRAIN, inject(t, kind, rate, 10, rng), t)
-        probs = crossfit_probs(e, given, 10, seed)
-        label = f"CIFAR-10 ({len(t)} rows), 40% {name}" if not imbalance else f"CIFAR-10 ({len(t)} rows), imbalance 100 + 40% uniform"
-        out += compare(label, e, probs, given, t, split.astype(str), 10, seed)
-    return out
+def scenario_rows(sc: Scenario, seed: int) -> list[dict]:
+    """Rows of the results table for a :class:`~benchmarks.quality.scenarios.Scenario`."""
+    return compare(sc.name, sc.embedding, sc.probs, sc.given, sc.true, sc.split, sc.n_classes, seed)
 
 
 def from_run(manifest_path: str, features_path: str) -> list[dict]:
@@ -185,9 +101,10 @@ def main() -> None:
     ap.add_argument("--features", help="features.parquet of the same run")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    rows = from_run(args.manifest, args.features) if args.manifest else digits(args.seed)
+    rows = from_run(args.manifest, args.features) if args.manifest else scenario_rows(digits(args.seed), args.seed)
     if args.cifar and (CIFAR / "train.parquet").exists():
-        rows += cifar(args.seed, args.cifar_rows)
+        for sc in cifar(args.seed, args.cifar_rows):
+            rows += scenario_rows(sc, args.seed)
     print("\n| scenario | method | precision | recall | F1 | AUROC |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -45,5 +45,9 @@ def test_demo_rerun_is_cached_and_inspect_reads_it(demo_run):
     res = CliRunner().invoke(main, ["inspect", "--run-dir", str(run), "--top", "5", "--json"])
     rows = json.loads(res.stdout)["rows"]
     assert len(rows) == 5 and rows[0]["noise_score"] >= rows[-1]["noise_score"]
+    res = CliRunner().invoke(main, ["inspect", "--run-dir", str(run), "--top", "3"])
+    assert res.exit_code == 0 and "suggested" in res.output and "noise score" in res.output
+    res = CliRunner().invoke(main, ["evaluate", "--run-dir", str(run), "--device", "cpu"])
+    assert res.exit_code == 0 and "flags against the truth" in res.output and "plain training" in res.output
     res = CliRunner().invoke(main, ["inspect", "--run-dir", str(run), "--class", "nope"])
     assert res.exit_code == 1 and "nope" in res.output

@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/winnow demo
 
+# Type-checked where it is cheap: the run-directory contract, config, shared helpers and ingest.
+TYPED := pipeline/rundir.py pipeline/runner.py pipeline/config.py pipeline/artifacts.py stages/common stages/ingest
+
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages models tests benchmarks
+	$(BIN)/mypy --ignore-missing-imports --follow-imports=silent $(TYPED)
 
 test: lint
 	$(BIN)/python -m pytest -q

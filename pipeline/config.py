@@ -38,7 +38,7 @@ def click_options(params_cls: type) -> list[click.Option]:
         if not f.metadata.get("cli", True):
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         help_text = f.metadata.get("help", "")
         if field_type(f) is bool:
             opts.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=default, show_default=True, help=help_text))
@@ -54,7 +54,7 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown}; valid: {', '.join(sorted(names))}")
-    coerced = {}
+    coerced: dict[str, Any] = {}
     for key, value in values.items():
         target = field_type(names[key])
         if value is None:

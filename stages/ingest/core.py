@@ -145,7 +145,7 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
         raise IngestError("the trusted manifest's labels must be of the same kind (integers or names) as the source's")
     if (emb is None) != (trusted.embedding is None):
         raise IngestError("the trusted table must be a feature table exactly when the source is one (--features)")
-    if emb is not None:
+    if emb is not None and trusted.embedding is not None:
         if emb.shape[1] != trusted.embedding.shape[1]:
             raise IngestError(f"embedding sizes differ: source {emb.shape[1]}, trusted {trusted.embedding.shape[1]}")
         emb = np.concatenate([emb, trusted.embedding])

@@ -1,8 +1,8 @@
 """embed on Beam: ``RunInference`` with a ``KeyedModelHandler`` (example ids as keys) over the
 backbone of :mod:`stages.embed.core`.
 
-1. The backbone is built, and warmed up when asked (a training loop: one machine), exactly as
-   the local stage does it (same functions, same seed).
+1. The backbone is built, and warmed up when asked (a training loop: one machine), by
+   :func:`stages.embed.core.prepare_backbone`, the function the local stage calls (same seed).
 2. Workers decode the images in batches (:class:`stages.embed.data.BatchDecoder`) and run the
    backbone through ``RunInference``; the batch size is ``--batch-size``. Each worker process
    loads one model copy (``--beam-option model_copies=N`` shares N copies between the
@@ -31,8 +31,8 @@ from pipeline.beam.options import pipeline_options, winnow_options
 from pipeline.runner import StageContext
 from stages.common import schema
 from stages.common.arrow import class_names
-from stages.common.torch_utils import resolve_device, seed_everything
-from stages.embed.data import BatchDecoder, ImageTransform, auto_workers
+from stages.common.torch_utils import resolve_device
+from stages.embed.data import BatchDecoder, ImageTransform
 from stages.embed.params import EmbedParams
 
 ERRORS = "errors"
@@ -150,7 +150,7 @@ def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     """The embed adapter on Beam: same ``features.parquet`` (and ``backbone.pt``) as the local one."""
     from pipeline.steps import embed_adapter, features_table, ingest_features, load_manifest
-    from stages.embed.core import NAN_ERROR, _check, _manifest_arrays, _warmup, build_backbone, run_embed
+    from stages.embed.core import NAN_ERROR, prepare_backbone, run_embed
 
     manifest = load_manifest(ctx.run)
     classes = class_names(manifest)
@@ -158,17 +158,13 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     features = ingest_features(ctx.run)
     if params.model == "features" or (features is not None and not params.model_file and params.model == "auto"):
         return embed_adapter(ctx, params)  # no network to run: nothing to distribute
-    _check(params, num_classes)
     t_start = time.perf_counter()
-    dev = resolve_device(ctx.device)
-    ok, labels, labelled, ids = _manifest_arrays(manifest, num_classes)
-    metrics: dict[str, Any] = {}
-    seed_everything(ctx.seed)
-    backbone, epochs = build_backbone(manifest, params, ok, num_classes, dev, None)
-    model_state = None
-    if epochs > 0:
-        model_state = _warmup(manifest, params, backbone, labels, labelled, epochs, ctx.seed,
-                              auto_workers(params.num_workers, dev), dev.type == "cuda", ctx.checkpoints, metrics)
+    # The network and its warm-up (a training loop: one machine), by the local stage's own function.
+    prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=ctx.seed, device=ctx.device,
+                                checkpoints=ctx.checkpoints)
+    backbone, model_state, metrics = prepared.backbone, prepared.model_state, dict(prepared.metrics)
+    ok = manifest["error"].is_null().to_numpy(zero_copy_only=False)
+    ids = manifest["id"].to_pylist()
     extra, beam_opts = winnow_options(ctx.beam_options)
     handler = BackboneHandler(
         None if params.model_file else backbone.net, params.model_file, backbone.transform, backbone.name,

@@ -86,15 +86,13 @@ def create_via_files(pipeline: beam.Pipeline, elements: list[Any], folder: Path,
     )
 
 
-def shard_layout(name: str, table: pa.Table, shard_rows: int) -> dict[str, pa.Table]:
-    """The file layout of :func:`pipeline.artifacts.write_table`: ``name`` alone, or
-    ``name/part-00000.parquet, ...`` when ``shard_rows`` is set and the table is larger."""
-    if shard_rows and table.num_rows > shard_rows:
-        return {
-            f"{name}/part-{i:05d}.parquet": table.slice(start, shard_rows)
-            for i, start in enumerate(range(0, table.num_rows, shard_rows))
-        }
-    return {name: table}
+def shard_names(name: str, num_rows: int, shard_rows: int) -> list[str]:
+    """The file names of :func:`pipeline.artifacts.write_table` for a table of ``num_rows`` rows:
+    ``[name]``, or ``name/part-00000.parquet, ...`` (``shard_rows`` rows each) when
+    ``shard_rows`` is set and the table is larger."""
+    if shard_rows and num_rows > shard_rows:
+        return [f"{name}/part-{i:05d}.parquet" for i in range(-(-num_rows // shard_rows))]
+    return [name]
 
 
 def write_tables(pipeline: beam.Pipeline, out: Path, tables: dict[str, pa.Table], work: Path) -> None:

@@ -5,6 +5,7 @@ Steps (all rows stay aligned with the manifest; rows with an ingest ``error`` ge
 1. backbone: a registry model (optionally from a local ``--weights`` file), a TorchScript /
    torch.export file, or no network at all (``features``: the ingest feature table);
 2. warm-up (``--warmup E``): train the backbone E epochs on train + trusted (:mod:`.warmup`);
+   steps 1-2 are :func:`prepare_backbone`, which every executor calls;
 3. embedding: penultimate features, computed shard by shard; each finished shard is saved
    through ``checkpoints`` and reloaded by a rerun, so a killed run resumes and ends with the
    same result. A row whose image does not decode, or whose embedding is NaN/Inf, gets a new
@@ -189,6 +190,53 @@ def build_backbone(
     return Backbone(net.to(device).eval(), ImageTransform(size, mode, mean, std), name, device, params.amp), epochs
 
 
+@dataclass
+class PreparedBackbone:
+    """The network ready to embed: what :func:`prepare_backbone` returns.
+
+    Attributes
+    ----------
+    backbone : the :class:`Backbone` (network in eval mode on the device, its transform).
+    model_state : state_dict of the warmed-up network (CPU tensors) if warm-up ran, else None.
+    metrics : ``model`` (its name) and, after a warm-up, the warm-up's metrics.
+    """
+
+    backbone: Backbone
+    model_state: dict[str, torch.Tensor] | None
+    metrics: dict[str, Any]
+
+
+def prepare_backbone(
+    manifest: pa.Table,
+    params: EmbedParams,
+    *,
+    num_classes: int,
+    seed: int = 0,
+    device: str = "cpu",
+    checkpoints: Checkpoints | None = None,
+    model: nn.Module | None = None,
+) -> PreparedBackbone:
+    """Build the stage's network and warm it up when asked: steps 1 and 2 of :func:`run_embed`.
+
+    Every executor calls this one function (the local stage through :func:`run_embed`, the
+    Beam executor before shipping the network to its workers), so both embed with the same
+    weights. Arguments as in :func:`run_embed`; the network's initialisation and the warm-up
+    are seeded by ``seed`` (global torch/numpy seeds are reset here). Raises ValueError on bad
+    options or a manifest without usable rows.
+    """
+    _check(params, num_classes)
+    dev = resolve_device(device)
+    ok, labels, labelled, _ = _manifest_arrays(manifest, num_classes)
+    seed_everything(seed)
+    backbone, epochs = build_backbone(manifest, params, ok, num_classes, dev, model)
+    metrics: dict[str, Any] = {"model": backbone.name}
+    model_state = None
+    if epochs > 0:
+        model_state = _warmup(manifest, params, backbone, labels, labelled, epochs, seed,
+                              auto_workers(params.num_workers, dev), dev.type == "cuda", checkpoints, metrics)
+    return PreparedBackbone(backbone, model_state, metrics)
+
+
 def _batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
@@ -249,15 +297,12 @@ def run_embed(
         embedding[~ok] = np.nan
         metrics.update(model="features", embed_seconds=0.0)
     else:
-        seed_everything(seed)
-        backbone, epochs = build_backbone(manifest, params, ok, num_classes, dev, model)
-        metrics["model"] = backbone.name
+        prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=seed, device=device,
+                                    checkpoints=checkpoints, model=model)
+        backbone, model_state = prepared.backbone, prepared.model_state
+        metrics.update(prepared.metrics)
         workers = auto_workers(params.num_workers, dev)
         pin = dev.type == "cuda"
-        if epochs > 0:
-            model_state = _warmup(
-                manifest, params, backbone, labels, labelled, epochs, seed, workers, pin, checkpoints, metrics
-            )
         embedding, decode_errors = _embed_shards(manifest, params, backbone, ok, ids, workers, pin, checkpoints, metrics)
         for r, e in decode_errors.items():
             errors[r] = e

@@ -2,7 +2,10 @@
 
 ``export(manifest, features, coreset, weights, params)`` is the pure core (tables in, tables and a
 summary dict out); the pipeline adapter writes them as ``curated.parquet``, ``train.parquet``,
-``flags.parquet`` (the pipeline shards large ones) and ``summary.json``.
+``flags.parquet`` (the pipeline shards large ones) and ``summary.json``. It is two steps, public
+for executors that join by id elsewhere (Beam): :func:`export_columns` (every per-row decision
+and the summary; needs no image bytes) and :func:`curated_rows` / :func:`train_rows` (the output
+rows of any subset of manifest rows).
 
 * ``curated``: every manifest row in manifest order, with the manifest, coreset and weights
   columns and ``noise_score``, ``noise_flag``, ``suggested_label``, ``suggested_confidence``
@@ -57,6 +60,32 @@ class ExportResult:
     curated: pa.Table
     train: pa.Table
     flags: pa.Table
+    summary: dict
+
+
+@dataclass
+class ExportColumns:
+    """The per-row results of export, for the n manifest rows in manifest order.
+
+    Attributes
+    ----------
+    added : (field, n-row array) pairs appended to the manifest in ``curated``: the coreset and
+        weights columns, then ``noise_score``, ``noise_flag``, ``suggested_label``,
+        ``suggested_confidence``.
+    flag_order : (f,) int manifest rows of the ``flags`` table, in its order.
+    train_rows : (t,) int manifest rows of the ``train`` table, ascending.
+    final_weight : (n,) float64 final train weight of every row (meaningful on ``train_rows``;
+        written as float32).
+    classes, params : the schema metadata of the output tables.
+    summary : the ``summary.json`` dict.
+    """
+
+    added: list[tuple[pa.Field, pa.Array | pa.ChunkedArray]]
+    flag_order: np.ndarray
+    train_rows: np.ndarray
+    final_weight: np.ndarray
+    classes: list[str]
+    params: dict[str, Any]
     summary: dict
 
 
@@ -218,7 +247,7 @@ def _train_weights(
     return usable_train, meta if meta is not None else np.ones(n)
 
 
-def export(
+def export_columns(
     manifest: pa.Table,
     features: pa.Table | None,
     coreset: pa.Table | None,
@@ -226,14 +255,14 @@ def export(
     params: ExportParams,
     *,
     seed: int = 0,
-) -> ExportResult:
-    """Score, flag and export the manifest.
+) -> ExportColumns:
+    """Scores, flags, calibration, train weights and summary: every per-row decision of
+    :func:`export`, without building the output tables.
 
-    All tables share ``id`` and manifest row order (columns: :mod:`stages.common.schema`).
-    ``features`` (``embedding``/``probs`` as ``fixed_size_list<float32>``), ``coreset`` and
-    ``weights`` may each be None when their stage was not run: export uses what it has and lists
-    the signals used in ``summary["signals"]``. ``seed`` drives the synthetic flips of
-    ``--calibration trusted-flips`` (the only random choice).
+    ``manifest`` needs only ``id``, ``label``, ``split`` (and ``error``, ``label_name`` and the
+    class-name metadata when present): the image bytes are not read, so an executor can compute
+    the columns on one machine and join them to the full manifest rows by id elsewhere
+    (:func:`curated_rows`, :func:`train_rows`). Arguments as in :func:`export`.
     """
     validate_choices(params)
     for col in ("id", "label", "split"):
@@ -282,34 +311,30 @@ def export(
     scored = np.isfinite(sc.score)
     flags = scored & (sc.score >= threshold) if threshold is not None else np.zeros(n, dtype=bool)
 
-    # ---- curated ---------------------------------------------------------------------------
+    # ---- per-row columns --------------------------------------------------------------------
     meta_params = {**to_dict(params), "seed": seed}
-    curated = manifest
+    added: list[tuple[pa.Field, pa.ChunkedArray | pa.Array]] = []
     for name, table in (("coreset", coreset), ("weights", weights)):
         if table is None:
             continue
         for col in table.column_names:
             if col == "id":
                 continue
-            if col in curated.column_names:
+            if col in manifest.column_names or col in [f.name for f, _ in added]:
                 raise ValueError(f"{name} table column {col!r} clashes with an existing column")
-            curated = curated.append_column(table.schema.field(col), table[col])
+            added.append((table.schema.field(col), table[col]))
     has_post = sc.suggested_label >= 0
-    curated = (
-        curated.append_column("noise_score", pa.array(sc.score, pa.float32(), mask=~scored))
-        .append_column(pa.field("noise_flag", pa.bool_(), nullable=False), pa.array(flags))
-        .append_column("suggested_label", pa.array(sc.suggested_label, pa.int32(), mask=~has_post))
-        .append_column("suggested_confidence",
-                       pa.array(sc.suggested_confidence, pa.float32(), mask=~has_post))
-    )
-    curated = with_metadata(curated, classes=classes, params=meta_params)
-
-    # ---- flags -----------------------------------------------------------------------------
+    added += [
+        (pa.field("noise_score", pa.float32()), pa.array(sc.score, pa.float32(), mask=~scored)),
+        (pa.field("noise_flag", pa.bool_(), nullable=False), pa.array(flags)),
+        (pa.field("suggested_label", pa.int32()), pa.array(sc.suggested_label, pa.int32(), mask=~has_post)),
+        (pa.field("suggested_confidence", pa.float32()),
+         pa.array(sc.suggested_confidence, pa.float32(), mask=~has_post)),
+    ]
     idx = np.flatnonzero(flags)
-    order = idx[np.lexsort((idx, -sc.score[idx]))]
-    flag_table = curated.take(pa.array(order, pa.int64()))
+    flag_order = idx[np.lexsort((idx, -sc.score[idx]))]
 
-    # ---- train -----------------------------------------------------------------------------
+    # ---- train weights ---------------------------------------------------------------------
     usable_train = valid & (split == schema.TRAIN)
     rows, raw = _train_weights(params, n, usable_train, flags, meta, coreset)
     raw = np.where(np.isfinite(raw), np.clip(raw, 0.0, None), np.nan)
@@ -326,13 +351,6 @@ def export(
         trusted_rows = valid & (split == schema.TRUSTED)
         final = np.where(trusted_rows, float(params.trusted_weight), final)
         rows = rows | trusted_rows
-    keep = pa.array(np.flatnonzero(rows), pa.int64())
-    train_cols = [c for c in TRAIN_COLUMNS[:-1] if c in manifest.column_names]
-    train = manifest.select(train_cols).take(keep).append_column(
-        pa.field("weight", pa.float32(), nullable=False), pa.array(final[rows], pa.float32())
-    )
-    train = with_metadata(train.replace_schema_metadata(None), classes=classes, params=meta_params)
-    flag_table = with_metadata(flag_table, classes=classes, params=meta_params)
 
     summary = _summary(
         n=n, split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
@@ -340,7 +358,65 @@ def export(
         inputs={"features": features is not None, "coreset": coreset is not None,
                 "weights": weights is not None},
     )
-    return ExportResult(curated=curated, train=train, flags=flag_table, summary=summary)
+    return ExportColumns(
+        added=added, flag_order=flag_order, train_rows=np.flatnonzero(rows),
+        final_weight=final, classes=classes, params=meta_params, summary=summary,
+    )
+
+
+def curated_rows(manifest: pa.Table, columns: ExportColumns, rows: np.ndarray | None = None) -> pa.Table:
+    """Rows of the ``curated`` table: ``manifest`` plus the export columns of its rows.
+
+    ``manifest`` holds the manifest rows at positions ``rows`` ((m,) int, any order; default:
+    every row, in order) with all the manifest's columns and schema metadata. The ``flags``
+    table is ``curated_rows`` of ``columns.flag_order``.
+    """
+    curated = manifest
+    take = None if rows is None else pa.array(np.asarray(rows, np.int64))
+    for field, values in columns.added:
+        curated = curated.append_column(field, values if take is None else values.take(take))
+    return with_metadata(curated, classes=columns.classes, params=columns.params)
+
+
+def train_rows(manifest: pa.Table, columns: ExportColumns, rows: np.ndarray) -> pa.Table:
+    """Rows of the ``train`` table: ``manifest`` holds the manifest rows at positions ``rows``
+    ((m,) int, each one of ``columns.train_rows``), with at least the manifest's
+    :data:`TRAIN_COLUMNS`; returns those columns plus the final ``weight``."""
+    train_cols = [c for c in TRAIN_COLUMNS[:-1] if c in manifest.column_names]
+    weight = columns.final_weight[np.asarray(rows, np.int64)]
+    train = manifest.select(train_cols).append_column(
+        pa.field("weight", pa.float32(), nullable=False), pa.array(weight, pa.float32())
+    )
+    return with_metadata(train.replace_schema_metadata(None), classes=columns.classes, params=columns.params)
+
+
+def export(
+    manifest: pa.Table,
+    features: pa.Table | None,
+    coreset: pa.Table | None,
+    weights: pa.Table | None,
+    params: ExportParams,
+    *,
+    seed: int = 0,
+) -> ExportResult:
+    """Score, flag and export the manifest.
+
+    All tables share ``id`` and manifest row order (columns: :mod:`stages.common.schema`).
+    ``features`` (``embedding``/``probs`` as ``fixed_size_list<float32>``), ``coreset`` and
+    ``weights`` may each be None when their stage was not run: export uses what it has and lists
+    the signals used in ``summary["signals"]``. ``seed`` drives the synthetic flips of
+    ``--calibration trusted-flips`` (the only random choice).
+
+    This is :func:`export_columns` (the per-row decisions, which need no image bytes) followed
+    by :func:`curated_rows` and :func:`train_rows` on the whole manifest.
+    """
+    cols = export_columns(manifest, features, coreset, weights, params, seed=seed)
+    curated = curated_rows(manifest, cols)
+    flag_table = curated.take(pa.array(cols.flag_order, pa.int64()))
+    flag_table = with_metadata(flag_table, classes=cols.classes, params=cols.params)
+    keep = pa.array(cols.train_rows, pa.int64())
+    train = train_rows(manifest.take(keep), cols, cols.train_rows)
+    return ExportResult(curated=curated, train=train, flags=flag_table, summary=cols.summary)
 
 
 def _num(x: float | None) -> float | None:

@@ -154,3 +154,22 @@ def test_soseleto_alpha_update_equals_explicit_per_example_gradients(kind):
 def test_soseleto_known_answer():
     a = soseleto_update(torch.tensor([0.5, 0.5, 0.9]), torch.tensor([1.0, -10.0, 2.0]), lr_alpha=1.0, lr=0.1)
     assert torch.allclose(a, torch.tensor([0.6, 0.0, 1.0]))
+
+
+def test_bilevel_group_loop_equals_vmap_with_batch_norm_and_padding():
+    model, x, y, _, _ = make_case("cnn", n=14)
+    index, mask = stratified_groups(y, 4)
+    assert not mask.all()  # 14 = 4 x 4 - 2: padded slots (BatchNorm sees them in both paths)
+    scale = torch.linspace(0.5, 1.5, 14, dtype=torch.float64)
+    loop = group_gradients(model, x, y, index, mask, loss_scale=scale, vectorize=False)
+    vec = group_gradients(model, x, y, index, mask, loss_scale=scale, vectorize=True)
+    for a, b in zip(loop, vec):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for n in a:
+                assert torch.allclose(a[n], b[n], atol=1e-12, rtol=0), n
+        else:
+            assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    assert not torch.equal(loop[2]["bn.running_mean"][0], loop[2]["bn.running_mean"][1])  # own stats
+    for b in model.buffers():  # neither path touches the real running statistics
+        assert torch.equal(b, torch.zeros_like(b)) or torch.equal(b, torch.ones_like(b))

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ def _executor_options() -> list[click.Option]:
 
 
 def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
+    # PyTorch's own forward-AD decompositions (torch._decomp) call the deprecated torch.jit.script
+    # on first use; the warning is about torch internals, not about anything a user can change.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     progress.set_enabled(not quiet and not json_out and sys.stderr.isatty())

@@ -231,9 +231,12 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
         from models.registry import build_classifier
 
         x = torch.from_numpy(decode_batch(manifest["image"].to_pylist(), manifest["uri"].to_pylist()))
+        # The backbone embed resolved ('auto' -> e.g. small_cnn), from its warmed-up weights if any.
         embed_rec = ctx.run.record("embed") or {}
-        model_name = embed_rec.get("params", {}).get("model", "auto")
-        model_factory = functools.partial(build_classifier, model_name, len(classes), in_channels=x.shape[1])
+        model_name = embed_rec.get("metrics", {}).get("model") or embed_rec.get("params", {}).get("model", "auto")
+        warm = ctx.run.path("embed", "backbone.pt", required=False)
+        model_factory = functools.partial(build_classifier, model_name, len(classes), in_channels=x.shape[1],
+                                          weights=None if warm is None else str(warm))
     y = torch.from_numpy(labels)
 
     coreset = reselect = None

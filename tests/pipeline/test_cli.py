@@ -82,3 +82,23 @@ def test_every_stage_option_is_settable_in_the_config():
         values = {f.name: getattr(step.params_cls(), f.name) for f in dataclasses.fields(step.params_cls)}
         plan = plan_from_config({"stages": [name], name: values})
         assert plan[0][1] == step.params_cls(**values)
+
+
+@pytest.mark.slow
+def test_weight_trainable_full_through_the_cli(tmp_path: Path):
+    """Full (backbone + head) training on images starts from embed's resolved, warmed-up backbone."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    runner = CliRunner()
+    run = ["--run-dir", str(tmp_path), "-q", "--device", "cpu"]
+    for args in (["ingest", "digits", "--max-rows", "300", "--trusted-per-class", "5", "--inject-noise", "uniform:0.3"],
+                 ["embed", "--warmup", "1", "--folds", "2"],
+                 ["weight", "--trainable", "full", "--epochs", "1", "--method", "l2rw"]):
+        res = runner.invoke(main, args + run)
+        assert res.exit_code == 0, res.output
+    weights = pq.read_table(tmp_path / "weight" / "weights.parquet")
+    manifest = pq.read_table(tmp_path / "ingest" / "manifest.parquet")
+    train = np.asarray(manifest["split"].to_pylist()) == "train"
+    seen = weights["times_seen"].to_numpy(zero_copy_only=False)
+    assert np.all(seen[train] == 1) and weights["times_seen"].null_count == int((~train).sum())

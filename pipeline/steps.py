@@ -155,15 +155,19 @@ def features_table(manifest: pa.Table, result: Any, params: Any) -> pa.Table:
 # select
 
 
+def select_inputs(run: RunDir, params: Any) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """Manifest, vectors (of ``params.space``), labels (-1 if missing) and the eligible rows:
+    usable train rows with finite vectors (both executors)."""
+    manifest = load_manifest(run)
+    vectors = feature_vectors(run, params.space)
+    eligible = _usable(manifest) & (split_array(manifest) == schema.TRAIN) & np.isfinite(vectors).all(axis=1)
+    return manifest, vectors, labels_array(manifest), eligible
+
+
 def select_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     from stages.select.core import select
 
-    manifest = load_manifest(ctx.run)
-    vectors = feature_vectors(ctx.run, params.space)
-    labels = manifest["label"].to_numpy(zero_copy_only=False)
-    eligible = _usable(manifest) & (np.asarray(manifest["split"].to_pylist(), dtype=object) == schema.TRAIN)
-    eligible &= np.isfinite(vectors).all(axis=1)
-    labels = np.where(np.isnan(labels.astype(float)), -1, labels).astype(np.int64)
+    manifest, vectors, labels, eligible = select_inputs(ctx.run, params)
     result = select(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device)
     write_table(coreset_table(manifest, result.columns, params), ctx.out / schema.CORESET)
     return dict(result.metrics)

@@ -125,19 +125,12 @@ def _metrics(params: SelectParams, per_class: dict[str, Any], n: int, n_elig: in
 
 def select_beam(ctx: StageContext, params: SelectParams) -> dict[str, Any]:
     """The select adapter on Beam: same ``coreset.parquet`` and metrics as the local one."""
-    from pipeline.steps import _usable, feature_vectors, load_manifest
+    from pipeline.steps import coreset_table, select_inputs
 
-    manifest = load_manifest(ctx.run)
-    vectors = feature_vectors(ctx.run, params.space)
-    labels = manifest["label"].to_numpy(zero_copy_only=False)
-    eligible = _usable(manifest) & (np.asarray(manifest["split"].to_pylist(), dtype=object) == schema.TRAIN)
-    eligible &= np.isfinite(vectors).all(axis=1)
-    labels = np.where(np.isnan(labels.astype(float)), -1, labels).astype(np.int64)
+    manifest, vectors, labels, eligible = select_inputs(ctx.run, params)
     options = pipeline_options(ctx.beam_options)
     result = select_on_beam(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device, options=options,
                             work=ctx.checkpoints.folder)
-    from pipeline.steps import coreset_table
-
     table = coreset_table(manifest, result.columns, params)
     with beam.Pipeline(options=options) as p:
         write_tables(p, ctx.out, {schema.CORESET: table}, temp_folder(ctx.checkpoints.folder, "select-write"))

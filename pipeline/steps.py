@@ -407,7 +407,8 @@ def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
     select_rec = ctx.run.record("select")
     curve = None
     if (p := ctx.run.path("weight", "mwn_curve.parquet", required=False)) is not None:
-        curve = {k: v.to_numpy() for k, v in zip(read_table(p).column_names, read_table(p).columns)}
+        table = read_table(p)  # Meta-Weight-Net's learned loss -> weight function
+        curve = {"x": table["loss"].to_numpy(), "MWN weight": table["weight"].to_numpy()}
     html = render_report(curated, summary, evaluation=evaluation,
                          coreset_metrics=None if select_rec is None else select_rec.get("metrics"),
                          weight_curve=curve, title=params.title, top=params.top)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.common.progress import track
 from stages.select.craig import assign_to_medoids, craig_weights
 from stages.select.facility_location import facility_location_greedy, graph_coverage, graph_objective
 from stages.select.knn import IndexSpec, faiss_gpu_available, knn_graph, normalize, range_search
@@ -255,9 +256,9 @@ def select(
     workers = params.workers or os.cpu_count() or 1
     if workers > 1 and len(classes) > 1:
         with ThreadPoolExecutor(max_workers=min(workers, len(classes))) as pool:
-            outcomes = list(pool.map(work, range(len(classes))))
+            outcomes = list(track(pool.map(work, range(len(classes))), f"select ({params.method})", total=len(classes)))
     else:
-        outcomes = [work(i) for i in range(len(classes))]
+        outcomes = [work(i) for i in track(range(len(classes)), f"select ({params.method})", total=len(classes))]
 
     per_class: dict[str, Any] = {}
     for label, out in zip(classes, outcomes):

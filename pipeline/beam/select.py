@@ -22,7 +22,7 @@ from pipeline.beam.io import CollectToFolder, create_via_files, read_collected, 
 from pipeline.beam.options import pipeline_options
 from pipeline.runner import StageContext
 from stages.common import schema
-from stages.select.core import SelectResult, select, split_budget
+from stages.select.core import SelectResult, empty_columns, select, split_budget
 from stages.select.params import SelectParams
 
 CHUNK_ROWS = 1024  # rows per element on the way in
@@ -71,13 +71,7 @@ def select_on_beam(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray
     """
     vectors, labels, eligible = np.asarray(vectors), np.asarray(labels), np.asarray(eligible, bool)
     n = len(labels)
-    cols = {
-        "selected": np.zeros(n, dtype=bool),
-        "cluster_id": np.full(n, -1, dtype=np.int64),
-        "coreset_weight": np.zeros(n, dtype=np.float32),
-        "gain": np.full(n, np.nan, dtype=np.float32),
-        "rank": np.full(n, -1, dtype=np.int32),
-    }
+    cols = empty_columns(n)
     if not eligible.any():  # nothing to distribute: the core's own empty result
         return select(vectors, labels, eligible, params, seed=seed, device=device)
     if (bad := np.flatnonzero(eligible & ~np.isfinite(vectors).all(axis=1))).size:

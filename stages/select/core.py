@@ -178,6 +178,17 @@ def _validate(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray, dev
         raise ValueError(f"select: row {int(neg[0])} has label {int(labels[neg[0]])}; labels must be >= 0")
 
 
+def empty_columns(n: int) -> dict[str, np.ndarray]:
+    """The output columns for ``n`` rows with nothing selected (the fill for ineligible rows)."""
+    return {
+        "selected": np.zeros(n, dtype=bool),
+        "cluster_id": np.full(n, -1, dtype=np.int64),
+        "coreset_weight": np.zeros(n, dtype=np.float32),
+        "gain": np.full(n, np.nan, dtype=np.float32),
+        "rank": np.full(n, -1, dtype=np.int32),
+    }
+
+
 def select(
     vectors: np.ndarray,
     labels: np.ndarray,
@@ -221,13 +232,7 @@ def select(
     eligible = np.asarray(eligible)
     _validate(vectors, labels, eligible, device)
     n = vectors.shape[0]
-    cols = {
-        "selected": np.zeros(n, dtype=bool),
-        "cluster_id": np.full(n, -1, dtype=np.int64),
-        "coreset_weight": np.zeros(n, dtype=np.float32),
-        "gain": np.full(n, np.nan, dtype=np.float32),
-        "rank": np.full(n, -1, dtype=np.int32),
-    }
+    cols = empty_columns(n)
     elig_rows = np.flatnonzero(eligible)
     classes, inverse = np.unique(labels[elig_rows], return_inverse=True)
     metrics: dict[str, Any] = {

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -26,3 +28,14 @@ def image_folder(tmp_path: Path) -> Path:
         for i in range(4):
             (root / name / f"{i}.png").write_bytes(png_bytes(40 * c + i, mode="RGB"))
     return root
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test on one torch thread and restore the setting: tiny models on a shared 2-core
+    machine are 10-100x slower with two OpenMP threads spinning against other processes.
+    The embed, weight and train tests opt in from their own conftest."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

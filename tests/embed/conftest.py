@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from stages.common.images import encode_png
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Small ops on an oversubscribed 2-core machine are 10x slower with 2 OpenMP threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
 
 
 def make_manifest(

@@ -1,15 +1,10 @@
-"""Run the weight tests single-threaded: their tensors are tiny, and on a shared 2-core machine two
-OpenMP threads spin against other processes (100x slower). The previous setting is restored."""
+"""The weight tests run on one torch thread: their tensors are tiny (see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here runs on one torch thread (see tests/conftest.py)."""

@@ -4,8 +4,9 @@ The parameters become forward-mode dual numbers with tangent ``v`` (``torch.auto
 and the model runs through ``torch.func.functional_call``; the tangent of each per-example loss is
 d_i exactly. The primal losses keep their reverse-mode graph to the real parameters, so the same
 pass serves the real (weighted) update: no double backward, no per-example gradients, no model copy.
-Train-mode BatchNorm uses the cheaper tangent rule of :mod:`stages.weight.tangent_rules` (same
-primal values, statistics and gradients; tangent in closed form, not recorded).
+Train-mode BatchNorm and the first layer use the cheaper tangent rules of
+:mod:`stages.weight.tangent_rules` (same primal values, statistics and gradients; tangents in
+closed form, not recorded).
 
 BatchNorm statistics, per pass (the model is always in train mode while weighting):
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from stages.weight.tangent_rules import fast_tangents, has_batch_norm
+from stages.weight.tangent_rules import benefits_from_fast_tangents, fast_tangents
 
 Tensors = dict[str, torch.Tensor]
 
@@ -95,8 +96,7 @@ def per_example_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ta
     missing = set(params) - set(tangent)
     if missing:
         raise ValueError(f"tangent lacks parameters {sorted(missing)}")
-    # The cheaper BatchNorm tangent is a CPU rule (see tangent_rules); elsewhere skip the mode.
-    with fwad.dual_level(), fast_tangents(x.device.type == "cpu" and has_batch_norm(model)):
+    with fwad.dual_level(), fast_tangents(benefits_from_fast_tangents(model)):
         duals = {k: fwad.make_dual(p, tangent[k].to(p.dtype)) for k, p in params.items()}
         losses = per_example_losses(model, duals, buffers, x, y, loss_scale)
         primal, d = fwad.unpack_dual(losses)

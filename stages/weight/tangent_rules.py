@@ -1,4 +1,5 @@
-"""A cheaper forward-mode (tangent) rule for train-mode BatchNorm, for the kernel's dual pass.
+"""Cheaper forward-mode (tangent) rules for the kernel's dual pass: train-mode BatchNorm, and layers
+whose input carries no tangent.
 
 PyTorch's ``batch_norm_jvp`` costs ~8 primal BatchNorms on CPU (it re-derives the statistics in
 many full-size ops), and because the kernel's primal losses keep their reverse-mode graph, every
@@ -16,10 +17,15 @@ In train mode, per channel (reductions over every dim but the channel one)::
 (``w * dxhat + dw * xhat + db`` with ``dxhat = invstd * (dx - m1 - xhat * invstd * mean(x_c dx))``).
 
 :func:`fast_tangents` is a context manager that routes train-mode ``F.batch_norm`` calls on CPU
-through this rule with a ``TorchFunctionMode``; everything else is left to PyTorch. (The same
-treatment for convolutions, unrecorded ``conv(dx, w) + conv(x, dw)``, measured no faster, so it
-is not done.) Only worth it for models with BatchNorm (:func:`has_batch_norm`): the mode adds
-Python dispatch to every op, which a small MLP would feel.
+through this rule with a ``TorchFunctionMode``. It also routes convolutions and linear layers whose
+input has no tangent (the first layer: images carry none) and whose weight has one: PyTorch's
+formula ``conv(dx, w) + conv(x, dw)`` materialises dx = 0 and runs a whole convolution on zeros;
+here the tangent is just ``conv(x, dw) + db``, unrecorded, and the primal runs on the weight's
+primal view (same kernel, same reverse-mode gradients). Everything else is left to PyTorch. (The
+BatchNorm treatment for convolutions with an input tangent, unrecorded ``conv(dx, w) + conv(x,
+dw)``, measured no faster, so it is not done.) Only worth it for models with BatchNorm or
+convolutions (:func:`benefits_from_fast_tangents`): the mode adds Python dispatch to every op,
+which a small MLP would feel more than the one small zero matmul it saves.
 """
 
 from __future__ import annotations
@@ -29,9 +35,13 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwad
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+# Layers f(input, weight, bias, ...) whose tangent is linear in (d input, d weight, d bias).
+_AFFINE_LAYERS = (torch.conv1d, torch.conv2d, torch.conv3d, F.linear)
 
 
 class _TrainBatchNorm(torch.autograd.Function):
@@ -85,7 +95,28 @@ def _tangent(saved: tuple[torch.Tensor, ...], dx: torch.Tensor | None, dw: torch
     return out if dx is None else out.addcmul_(dx, a.view(shape))
 
 
-class _RouteBatchNorm(TorchFunctionMode):
+def _input_tangent_free_layer(func: Any, args: tuple, kwargs: dict) -> Any:
+    """``func(x, w, b, ...)`` with no tangent on x: primal on w's primal view, tangent func(x, dw, db).
+
+    Returns ``NotImplemented`` when the rule does not apply (x has a tangent, w has none, or the
+    call does not pass input and weight positionally).
+    """
+    if len(args) < 2 or not isinstance(args[1], torch.Tensor):
+        return NotImplemented
+    x, weight = args[0], args[1]
+    w_primal, w_tangent = fwad.unpack_dual(weight)
+    if w_tangent is None or fwad.unpack_dual(x).tangent is not None:
+        return NotImplemented
+    rest, kwargs = list(args[3:]), dict(kwargs)
+    bias = args[2] if len(args) > 2 else kwargs.pop("bias", None)
+    b_primal, b_tangent = fwad.unpack_dual(bias) if bias is not None else (None, None)
+    out = func(x, w_primal, b_primal, *rest, **kwargs)
+    with torch.no_grad():  # the kernel detaches d: recording the tangent ops would be waste
+        tangent = func(x, w_tangent, b_tangent, *rest, **kwargs)
+    return fwad.make_dual(out, tangent)
+
+
+class _FastTangents(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func is F.batch_norm:
@@ -98,6 +129,10 @@ class _RouteBatchNorm(TorchFunctionMode):
                 F._verify_batch_size(a["input"].size())
                 return _TrainBatchNorm.apply(a["input"], a.get("weight"), a.get("bias"), a["running_mean"],
                                              a["running_var"], a.get("momentum", 0.1), a.get("eps", 1e-5))
+        elif func in _AFFINE_LAYERS:
+            out = _input_tangent_free_layer(func, args, kwargs)
+            if out is not NotImplemented:
+                return out
         return func(*args, **kwargs)
 
 
@@ -106,11 +141,16 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def benefits_from_fast_tangents(model: nn.Module) -> bool:
+    """Whether ``model`` has BatchNorm or convolutions, the layers :func:`fast_tangents` speeds up."""
+    return has_batch_norm(model) or any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 @contextmanager
 def fast_tangents(enabled: bool = True) -> Iterator[None]:
-    """Within the block, train-mode BatchNorm on CPU uses the rule above (see the module doc).
+    """Within the block, the rules above apply (see the module doc).
 
-    ``enabled=False`` is a no-op, so models without BatchNorm pay no Python dispatch per op.
+    ``enabled=False`` is a no-op, so models that gain nothing pay no Python dispatch per op.
     """
-    with _RouteBatchNorm() if enabled else nullcontext():
+    with _FastTangents() if enabled else nullcontext():
         yield

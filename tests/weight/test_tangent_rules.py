@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwad
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stages.weight.tangent_rules import fast_tangents
 
@@ -65,3 +66,49 @@ def test_eval_mode_batch_norm_and_convolutions_are_left_to_pytorch():
         ref = run(fn, [x], [torch.ones_like(x)], fast=False)
         got = run(fn, [x], [torch.ones_like(x)], fast=True)
         assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
+class CountOps(TorchDispatchMode):
+    """Counts aten ops by name (overload packet), to see which kernels a pass runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+LAYERS = {
+    "conv1d": (lambda x, w, b: F.conv1d(x, w, b, 1, 1), (5, 3, 9), (4, 3, 3)),
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, 2, 1), (5, 3, 6, 7), (4, 3, 3, 3)),
+    "conv3d": (lambda x, w, b: F.conv3d(x, w, b, padding="same"), (2, 2, 4, 4, 4), (3, 2, 3, 3, 3)),
+    "linear": (lambda x, w, b: F.linear(x, w, b), (6, 5), (4, 5)),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+@pytest.mark.parametrize("bias_tangent", [True, False, "no bias"])
+def test_first_layer_rule_matches_pytorch(layer, bias_tangent):
+    fn, x_shape, w_shape = LAYERS[layer]
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(x_shape, generator=g, dtype=torch.float64), torch.randn(w_shape, generator=g, dtype=torch.float64)
+    b = torch.randn(w_shape[0], generator=g, dtype=torch.float64)
+    tangents = [None, torch.randn_like(w), torch.randn_like(b) if bias_tangent is True else None]
+    if bias_tangent == "no bias":
+        compare(lambda x, w: fn(x, w, None), [x, w], tangents[:2])
+    else:
+        compare(fn, [x, w, b], tangents)
+
+
+def test_first_convolution_skips_the_zero_input_tangent():
+    """PyTorch's formula convolves a zero input tangent; the rule runs 2 convolutions, not 3."""
+    x, w = torch.randn(4, 3, 8, 8), torch.randn(5, 3, 3, 3)
+    counts = {}
+    for fast in (False, True):
+        with CountOps() as ops:
+            run(lambda x, w: F.conv2d(x, w, None, 1, 1), [x, w], [None, torch.randn_like(w)], fast)
+        counts[fast] = ops.counts.get("convolution", 0)
+    assert counts == {False: 3, True: 2}

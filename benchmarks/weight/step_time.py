@@ -1,7 +1,9 @@
 """Per-step time of each weighting method / one plain SGD step, same model, same batch.
 
 Batch: 100 noisy training examples + 100 trusted examples. Models: a small CNN with BatchNorm on
-3x32x32 inputs and an MLP (64 -> 256 -> 10). Also times the reference implementations (double
+3x32x32 inputs (16-32-64 channels, max-pool after every block), winnow's own ``small_cnn`` backbone
+(``models.small.SmallCNN``: 32-64-128 channels, one max-pool; what ``--trainable full`` trains) and
+an MLP (64 -> 256 -> 10). Also times the reference implementations (double
 backward through a look-ahead copy of the model, as the L2RW and Meta-Weight-Net code does).
 
     .venv/bin/python -m benchmarks.weight.step_time [--reps 30] [--threads 1]
@@ -20,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from models.meta_weight_net import MetaWeightNet
+from models.small import SmallCNN as WinnowSmallCNN
 from stages.weight.bilevel import bilevel_step
 from stages.weight.l2rw import l2rw_step
 from stages.weight.mwn import mwn_step
@@ -138,7 +141,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.reps} interleaved steps\n")
     print("| model | method | ms / step | x SGD step | goal |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for name, build, shape in (("small CNN (BN, 3x32x32)", SmallCNN, (3, 32, 32)), ("MLP 64-256-10", mlp, (64,))):
+    models = (("small CNN (BN, 3x32x32)", SmallCNN, (3, 32, 32)),
+              ("winnow small_cnn (BN, 3x32x32)", lambda: WinnowSmallCNN(10, in_channels=3), (3, 32, 32)),
+              ("MLP 64-256-10", mlp, (64,)))
+    for name, build, shape in models:
         res = bench(name, build, shape, args.reps)
         for k, (ms, ratio) in res.items():
             goal = GOALS.get(k)

@@ -54,11 +54,21 @@ def _common_options() -> list[click.Option]:
         click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed for every random choice."),
         click.Option(["--device"], type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where torch and FAISS run: CUDA when available with auto."),
+        _threads_option(),
         click.Option(["--force"], is_flag=True, help="Re-run even if the cached result is up to date."),
         click.Option(["--json", "json_out"], is_flag=True, help="Print a machine-readable summary on stdout."),
         click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug)."),
         click.Option(["-q", "--quiet"], is_flag=True, help="Only errors; no progress bars."),
     ]
+
+
+THREADS_HELP = ("CPU threads for torch and FAISS in this process; 0 = their default (one per core). "
+                "On a busy or shared machine 1 can be several times faster. Not part of the cache key.")
+
+
+def _threads_option() -> click.Option:
+    return click.Option(["--threads"], type=click.IntRange(min=0), default=0, show_default=True,
+                        envvar="WINNOW_THREADS", show_envvar=True, help=THREADS_HELP)
 
 
 def _executor_options() -> list[click.Option]:
@@ -82,18 +92,21 @@ def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
 
 
 def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device: str, force: bool,
-            executor: str = "local", beam_options: tuple[str, ...] = ()) -> StageOutcome:
+            executor: str = "local", beam_options: tuple[str, ...] = (), threads: int = 0) -> StageOutcome:
     """Run one step with the stage cache, translating known failures into :class:`InputError`."""
+    from stages.common.torch_utils import cpu_threads
+
     try:
         inputs = steps_mod.input_digests(run, step, params)
         adapter = beam_adapter(step.name) if executor == "beam" else None
         if adapter is None:  # stages without a Beam version run (and are recorded) as local
             adapter, executor = step.adapter, "local"
-        return run_stage(
-            run, step.name, params=to_dict(params), inputs=inputs,
-            adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
-            executor=executor, beam_options=beam_options,
-        )
+        with cpu_threads(threads):
+            return run_stage(
+                run, step.name, params=to_dict(params), inputs=inputs,
+                adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
+                executor=executor, beam_options=beam_options,
+            )
     except StageMissing as exc:
         raise InputError(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
@@ -112,8 +125,8 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 
 def _stage_command(step: steps_mod.Step) -> click.Command:
-    def callback(run_dir: Path, seed: int, device: str, force: bool, json_out: bool, verbose: int, quiet: bool,
-                 **values: Any) -> None:
+    def callback(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, verbose: int,
+                 quiet: bool, **values: Any) -> None:
         _setup_output(verbose, quiet, json_out)
         executor, beam_options = values.pop("executor", "local"), tuple(values.pop("beam_option", ()))
         try:
@@ -122,7 +135,7 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
             raise click.UsageError(str(exc)) from exc
         run = RunDir(run_dir)
         outcome = execute(run, step, params, seed=seed, device=device, force=force,
-                          executor=executor, beam_options=beam_options)
+                          executor=executor, beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet or json_out)
         if step.name in steps_mod.PRINTERS and not (quiet or json_out):
             steps_mod.PRINTERS[step.name](run, console)
@@ -197,10 +210,13 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Override the config's run_dir.")
 @click.option("--force", is_flag=True, help="Re-run every stage.")
+@click.option("--threads", type=click.IntRange(min=0), default=None, envvar="WINNOW_THREADS", show_envvar=True,
+              help="Override the config's threads. " + THREADS_HELP)
 @click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
-def run_cmd(config: Path, run_dir: Path | None, force: bool, json_out: bool, verbose: int, quiet: bool) -> None:
+def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None, json_out: bool, verbose: int,
+            quiet: bool) -> None:
     """Run the stages of a TOML config in order (each [stage] table sets that stage's options).
 
     \b
@@ -217,10 +233,15 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, json_out: bool, ver
     if executor not in ("local", "beam"):
         raise InputError(f"config: executor = {executor!r}; use \"local\" or \"beam\"")
     beam_option = cfg.get("beam_option", [])
+    if threads is None:
+        threads = cfg.get("threads", 0)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise InputError(f"config: threads = {threads!r}; use a whole number >= 0 (0 = the libraries' default)")
     run = RunDir(run_dir or Path(cfg.get("run_dir", "runs/default")))
     outcomes = run_plan(run, plan, seed=int(cfg.get("seed", 0)), device=str(cfg.get("device", "auto")),
                         force=force or bool(cfg.get("force", False)), quiet=quiet or json_out,
-                        executor=executor, beam_options=tuple([beam_option] if isinstance(beam_option, str) else beam_option))
+                        executor=executor, beam_options=tuple([beam_option] if isinstance(beam_option, str) else beam_option),
+                        threads=threads)
     if json_out:
         _emit_json({"run_dir": str(run.root), "stages": {o.stage: {"cached": o.cached, "metrics": o.metrics} for o in outcomes}})
 
@@ -245,11 +266,12 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
 
 
 def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
-             quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = ()) -> list[StageOutcome]:
+             quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = (),
+             threads: int = 0) -> list[StageOutcome]:
     outcomes = []
     for step, params in plan:
         outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
-                          beam_options=beam_options)
+                          beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet)
         outcomes.append(outcome)
     return outcomes
@@ -260,10 +282,12 @@ def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, 
               show_default=True, help="Run directory.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, envvar="WINNOW_THREADS",
+              show_envvar=True, help=THREADS_HELP)
 @click.option("--force", is_flag=True, help="Re-run every stage.")
 @click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the final table; no progress bars.")
-def demo_cmd(run_dir: Path, seed: int, device: str, force: bool, json_out: bool, quiet: bool) -> None:
+def demo_cmd(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, quiet: bool) -> None:
     """Run every stage on scikit-learn's digits with 40% label noise and 10 trusted images per class.
 
     \b
@@ -275,7 +299,7 @@ def demo_cmd(run_dir: Path, seed: int, device: str, force: bool, json_out: bool,
     started = time.time()
     plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
             for name, values in steps_mod.DEMO_CONFIG.items()]
-    run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out)
+    run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out, threads=threads)
     summary = steps_mod.demo_summary(run)
     summary["seconds"] = round(time.time() - started, 1)
     if json_out:

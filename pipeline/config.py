@@ -12,7 +12,7 @@ import click
 from stages.common.params import validate_choices
 
 # Keys of a TOML config's top level (everything else is a [stage] table).
-RUN_KEYS = {"run_dir", "seed", "device", "stages", "executor", "beam_option", "force"}
+RUN_KEYS = {"run_dir", "seed", "device", "stages", "executor", "beam_option", "force", "threads"}
 
 
 _TYPES: dict[Any, type] = {int: int, float: float, str: str, bool: bool, "int": int, "float": float, "str": str, "bool": bool}

@@ -32,6 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
 from stages.common import schema
@@ -137,8 +138,8 @@ def main() -> None:
     ap.add_argument("--no-cnn", action="store_true", help="skip the small CNN on the digits images")
     args = ap.parse_args()
 
-    # threads=1: fastest for these small models on a shared CPU, and deterministic.
-    mlp = TrainParams(features="embedding", model="mlp", epochs=args.epochs, threads=1)
+    torch.set_num_threads(1)  # fastest for these small models on a shared CPU
+    mlp = TrainParams(features="embedding", model="mlp", epochs=args.epochs)
     digit_models = {"MLP on embedding": mlp}
     if not args.no_cnn:
         digit_models["small CNN on images"] = replace(mlp, features="", model="cnn")

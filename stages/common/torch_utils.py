@@ -1,8 +1,10 @@
-"""Device choice and seeding, shared by every stage that runs torch."""
+"""Device choice, CPU threads and seeding, shared by every stage that runs torch."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -25,3 +27,27 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Within the block, torch and FAISS use ``threads`` CPU threads (0: leave their defaults).
+
+    Why: on a shared or small machine, OpenMP threads spin-wait against other processes; one
+    thread can be many times faster than two there. Restores the previous counts on exit.
+    """
+    if threads < 0:
+        raise ValueError(f"option --threads must be >= 0, got {threads}")
+    if threads == 0:
+        yield
+        return
+    import faiss  # only when asked: importing FAISS costs ~0.2 s
+
+    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_before)
+        faiss.omp_set_num_threads(faiss_before)

@@ -156,14 +156,8 @@ def train_model(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    threads_before = torch.get_num_threads()
-    if params.threads:
-        torch.set_num_threads(params.threads)
-    try:
-        return _train(train, test, params, num_classes=num_classes, seed=seed, device=device,
-                      model_factory=model_factory)
-    finally:
-        torch.set_num_threads(threads_before)
+    return _train(train, test, params, num_classes=num_classes, seed=seed, device=device,
+                  model_factory=model_factory)
 
 
 def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_classes: int, seed: int,

@@ -37,17 +37,12 @@ class TrainParams:
     width: int = option(32, "Channels of the CNN's first block (doubled per block).")
     augment: bool = option(False, "Random 4-px-padded crops and horizontal flips of images (natural images, not digits).")
     eval_batch_size: int = option(1024, "Examples per evaluation forward pass.")
-    threads: int = option(
-        0, "torch CPU threads while training (0 = torch's default); 1 is fastest for small models on a busy CPU."
-    )
 
     def __post_init__(self) -> None:
         validate_choices(self)
         for name in ("epochs", "batch_size", "hidden", "width", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.threads < 0:
-            raise ValueError(f"option --threads must be >= 0, got {self.threads}")
         if self.lr <= 0:
             raise ValueError(f"option --lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:

@@ -102,3 +102,41 @@ def test_weight_trainable_full_through_the_cli(tmp_path: Path):
     train = np.asarray(manifest["split"].to_pylist()) == "train"
     seen = weights["times_seen"].to_numpy(zero_copy_only=False)
     assert np.all(seen[train] == 1) and weights["times_seen"].null_count == int((~train).sum())
+
+
+def test_threads_apply_during_the_stage_and_are_restored(tmp_path: Path, monkeypatch):
+    import faiss
+    import torch
+
+    import pipeline.cli as cli
+
+    seen = []
+    real_run_stage = cli.run_stage
+
+    def spy(*args, **kwargs):
+        seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
+        return real_run_stage(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_stage", spy)
+    before = (torch.get_num_threads(), faiss.omp_get_max_threads())
+    runner = CliRunner()
+    base = ["ingest", "digits", "--run-dir", str(tmp_path), "--max-rows", "100", "--trusted-per-class", "2", "-q"]
+    assert runner.invoke(main, base + ["--threads", "1"]).exit_code == 0
+    assert runner.invoke(main, base + ["--force"], env={"WINNOW_THREADS": "1"}).exit_code == 0
+    assert runner.invoke(main, base + ["--force", "--threads", "0"]).exit_code == 0
+    assert seen == [(1, 1), (1, 1), before]
+    assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+    res = runner.invoke(main, base + ["--threads", "-1"])
+    assert res.exit_code == 2 and "--threads" in res.output
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('threads = "two"\nstages = ["ingest"]\n[ingest]\nsource = "digits"\n')
+    res = runner.invoke(main, ["run", str(cfg), "-q"])
+    assert res.exit_code == 1 and "threads" in res.output
+
+
+def test_the_example_config_is_valid():
+    from pipeline.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "pipeline.toml")
+    assert [s.name for s, _ in plan_from_config(cfg)][:2] == ["ingest", "embed"]
+    assert cfg["threads"] == 0

@@ -21,7 +21,8 @@ rows of any subset of manifest rows).
   an error, test rows and ``true_label`` never appear.
 * ``flags``: the flagged rows of ``curated`` by descending ``noise_score`` (ties: manifest order).
 * ``summary``: counts per class, noise estimate, threshold and how it was calibrated, errors and
-  which signals were used.
+  which signals were used (``meta_signal_check``: whether the meta weights agreed with the label
+  signal enough to be used, see ``--meta-min-agreement``).
 All tables carry the class names and the parameters (plus ``seed``) as schema metadata.
 """
 
@@ -48,7 +49,7 @@ from stages.export.calibrate import (
     threshold_max_expected_f1_mixture,
 )
 from stages.export.params import ExportParams
-from stages.export.scores import NoiseScores, noise_scores
+from stages.export.scores import NoiseScores, meta_agreement, noise_scores, without_meta
 
 TRAIN_COLUMNS = ("id", "uri", "image", "label", "label_name", "split", "weight")
 
@@ -227,6 +228,31 @@ def _calibrate(
     return thr, info, est
 
 
+def _check_meta_signal(
+    sc: NoiseScores, labels: np.ndarray, split: np.ndarray, valid: np.ndarray, n_classes: int,
+    params: ExportParams, seed: int,
+) -> tuple[NoiseScores, dict[str, Any]]:
+    """Drop the meta signal when it does not agree with the label signal's own flags.
+
+    The label signal's flags come from the same calibration as the final flags, on the score
+    without the meta signal. Returns the scores to use and what was decided (empty when there
+    was nothing to check).
+    """
+    if "meta_weight" not in sc.signals or params.meta_min_agreement <= 0:
+        return sc, {}
+    label_only = without_meta(sc)
+    if not np.isfinite(label_only.score).any():
+        return sc, {}
+    threshold, _, _ = _calibrate(label_only, labels, split, valid, n_classes, params, seed)
+    if threshold is None:
+        return sc, {}
+    label_flags = np.isfinite(label_only.score) & (label_only.score >= threshold)
+    agreement = meta_agreement(sc, label_flags)
+    used = agreement is None or agreement >= params.meta_min_agreement
+    check = {"agreement_auroc": _num(agreement), "min_agreement": params.meta_min_agreement, "used": used}
+    return (sc if used else label_only), check
+
+
 def _train_weights(
     params: ExportParams, n: int, usable_train: np.ndarray, flags: np.ndarray,
     meta: np.ndarray | None, coreset: pa.Table | None,
@@ -265,6 +291,8 @@ def export_columns(
     (:func:`curated_rows`, :func:`train_rows`). Arguments as in :func:`export`.
     """
     validate_choices(params)
+    if not 0.0 <= params.meta_min_agreement <= 1.0:
+        raise ValueError(f"option --meta-min-agreement: must be in [0, 1], got {params.meta_min_agreement}")
     for col in ("id", "label", "split"):
         if col not in manifest.column_names:
             raise ValueError(f"manifest has no {col!r} column; re-run ingest")
@@ -307,6 +335,7 @@ def export_columns(
         zero_fraction=zero, valid=valid, n_classes=n_classes, knn_k=params.knn_k,
         knn_weight=params.knn_weight, knn_smoothing=params.knn_smoothing, meta_weight=params.meta_weight,
     )
+    sc, meta_check = _check_meta_signal(sc, labels, split, valid, n_classes, params, seed)
     threshold, cal, est = _calibrate(sc, labels, split, valid, n_classes, params, seed)
     scored = np.isfinite(sc.score)
     flags = scored & (sc.score >= threshold) if threshold is not None else np.zeros(n, dtype=bool)
@@ -355,6 +384,7 @@ def export_columns(
     summary = _summary(
         n=n, split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
         flags=flags, threshold=threshold, cal=cal, est=est, rows=rows, final=final, params=params,
+        meta_check=meta_check,
         inputs={"features": features is not None, "coreset": coreset is not None,
                 "weights": weights is not None},
     )
@@ -428,7 +458,7 @@ def _summary(
     *, n: int, split: np.ndarray, errors: list, valid: np.ndarray, labels: np.ndarray,
     classes: list[str], sc: NoiseScores, flags: np.ndarray, threshold: float | None,
     cal: dict[str, Any], est: np.ndarray | None, rows: np.ndarray, final: np.ndarray,
-    params: ExportParams, inputs: dict[str, bool],
+    params: ExportParams, inputs: dict[str, bool], meta_check: dict[str, Any],
 ) -> dict:
     train = valid & (split == schema.TRAIN)
     per_class = []
@@ -452,6 +482,7 @@ def _summary(
                    "by_reason": dict(Counter(e for e in errors if e is not None))},
         "inputs": inputs,
         "signals": sc.signals,
+        "meta_signal_check": meta_check or None,
         "scored_rows": int(np.isfinite(sc.score).sum()),
         "noise_estimate": cal.get("noise_estimate"),
         "threshold": {"value": _num(threshold), **{k: v for k, v in cal.items() if k != "noise_estimate"}},

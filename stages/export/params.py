@@ -52,6 +52,12 @@ class ExportParams:
         "Weight of the meta-weight signal (low weight, often zero) in noise_score relative "
         "to the label signal (weight 1); 0 ignores it.",
     )
+    meta_min_agreement: float = option(
+        0.7,
+        "Use the meta-weight signal only if it agrees with the label signal: its AUROC for the "
+        "rows the label signal alone flags must be at least this (0.5 = chance); 0 always uses it. "
+        "Weights that carry no information otherwise dilute noise_score.",
+    )
     include_trusted: bool = option(True, "Also put the trusted rows (clean by definition) in train.parquet.")
     trusted_weight: float = option(
         1.0,

@@ -24,7 +24,7 @@ Definitions (n rows, C classes; only rows with ``split == "train"`` and no error
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faiss
 import numpy as np
@@ -99,6 +99,29 @@ def trusted_knn_votes(
     # No neighbour and no smoothing: an uninformative uniform vote rather than 0/0.
     out[rows] = np.where(total > 0, votes / np.where(total > 0, total, 1.0), 1.0 / n_classes)
     return out
+
+
+def without_meta(sc: NoiseScores) -> NoiseScores:
+    """The same scores with the meta signal left out: ``noise_score = s_label``."""
+    score = np.where(np.isfinite(sc.label_signal), sc.label_signal, np.nan)
+    return replace(sc, score=np.clip(score, 0.0, 1.0), meta_signal=np.full_like(sc.meta_signal, np.nan),
+                   signals=[s for s in sc.signals if s != "meta_weight"])
+
+
+def meta_agreement(sc: NoiseScores, label_flags: np.ndarray) -> float | None:
+    """AUROC of the meta signal for the rows that the label signal alone flags (None if undefined).
+
+    The meta weights have no ground truth to be checked against, but the label signal's flags
+    are mostly right when there is a trusted set: a meta signal that does not rank those rows
+    above the others (AUROC near 0.5) carries no information and only dilutes ``noise_score``.
+    Measured: L2RW weights of a linear head on warm-up CNN embeddings of CIFAR-10 agree at 0.57
+    (their true AUROC is 0.56; averaging them in lowered the score's AUROC from 0.90 to 0.82);
+    on the digits demo they agree at 0.88.
+    """
+    from stages.export.evaluate import auroc
+
+    rows = np.isfinite(sc.meta_signal) & np.isfinite(sc.label_signal)
+    return auroc(label_flags[rows], sc.meta_signal[rows]) if rows.any() else None
 
 
 def meta_signal(weight: np.ndarray, zero_fraction: np.ndarray | None, scored: np.ndarray) -> np.ndarray:

@@ -184,6 +184,10 @@ def _summary_section(v: _View, summary: Mapping[str, Any]) -> str:
             tp = int((v.flag & v.noisy & v.train).sum())
             cards.append(("flag precision", f"{tp / max(int((v.flag & v.train).sum()), 1):.3f}"))
             cards.append(("flag recall", f"{tp / max(int((v.noisy & v.train).sum()), 1):.3f}"))
+    check = summary.get("meta_signal_check")
+    if isinstance(check, Mapping) and check.get("agreement_auroc") is not None:
+        verdict = "used" if check.get("used") else "left out"
+        cards.append(("meta weights in noise_score", f"{verdict} (agreement {check['agreement_auroc']:.2f})"))
     if "selected" in v.table.column_names:
         cards.append(("coreset size", int(pc.sum(pc.fill_null(v.table.column("selected"), False)).as_py() or 0)))
     body = '<div class="cards">' + "".join(

@@ -243,3 +243,39 @@ def test_train_manifest_readable_by_common_tools(res, tmp_path):
 def test_params_have_help():
     for f in dataclasses.fields(ExportParams):
         assert f.metadata["help"], f.name
+
+
+def _scores(res):
+    return res.curated["noise_score"].to_numpy(zero_copy_only=False)
+
+
+def test_meta_signal_used_when_it_agrees_with_the_label_signal(run):
+    res = _run_export(run)
+    check = res.summary["meta_signal_check"]
+    assert check["used"] is True and check["agreement_auroc"] > 0.8
+    assert "meta_weight" in res.summary["signals"]
+    assert not np.allclose(_scores(res), _scores(_run_export(run, meta_weight=0.0)), equal_nan=True)
+
+
+def test_uninformative_meta_signal_is_dropped(run):
+    """Weights that ignore the noise (shuffled) must not dilute the label signal."""
+    rng = np.random.default_rng(5)
+    w = run["weights"]
+    shuffled = w.set_column(w.column_names.index("weight"), "weight",
+                            pa.array(rng.permutation(w["weight"].to_numpy(zero_copy_only=False)), pa.float32()))
+    shuffled = shuffled.set_column(shuffled.column_names.index("zero_fraction"), "zero_fraction",
+                                   pa.array(rng.permutation(w["zero_fraction"].to_numpy(zero_copy_only=False)),
+                                            pa.float32()))
+    res = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams())
+    check = res.summary["meta_signal_check"]
+    assert check["used"] is False and abs(check["agreement_auroc"] - 0.5) < 0.1
+    assert "meta_weight" not in res.summary["signals"]
+    without = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams(meta_weight=0.0))
+    np.testing.assert_array_equal(_scores(res), _scores(without))
+    assert res.curated["noise_flag"].equals(without.curated["noise_flag"])
+    # 0 turns the check off: the shuffled weights are then averaged in.
+    forced = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams(meta_min_agreement=0.0))
+    assert forced.summary["meta_signal_check"] is None and "meta_weight" in forced.summary["signals"]
+    assert not np.allclose(_scores(forced), _scores(without), equal_nan=True)
+    with pytest.raises(ValueError, match="--meta-min-agreement"):
+        export(run["manifest"], run["features"], None, shuffled, ExportParams(meta_min_agreement=1.5))

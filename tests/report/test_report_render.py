@@ -144,3 +144,10 @@ def test_report_in_headless_chromium(curated, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text(_render(curated).replace("</main>", "<script>console.log(1)</script></main>"), encoding="utf-8")
     assert _console(_chromium(["--dump-dom", bad.as_uri()], tmp_path / "p3").stderr)
+
+
+def test_summary_says_whether_the_meta_weights_were_used(curated):
+    for used, verdict in ((True, "used (agreement 0.88)"), (False, "left out (agreement 0.56)")):
+        check = {"agreement_auroc": 0.88 if used else 0.56, "min_agreement": 0.7, "used": used}
+        text = "".join(_parse(render_report(curated, {"meta_signal_check": check})).text)
+        assert "meta weights in noise_score" in text and verdict in text

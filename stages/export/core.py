@@ -333,7 +333,9 @@ def export_columns(
     sc = noise_scores(
         labels=labels, probs=probs, embedding=embedding, split=split, weights=meta,
         zero_fraction=zero, valid=valid, n_classes=n_classes, knn_k=params.knn_k,
-        knn_weight=params.knn_weight, knn_smoothing=params.knn_smoothing, meta_weight=params.meta_weight,
+        knn_weight=params.knn_weight if params.knn_weight is not None and params.knn_weight >= 0 else None,
+        knn_smoothing=params.knn_smoothing, meta_weight=params.meta_weight, seed=seed,
+        flip_repeats=params.flip_repeats,
     )
     sc, meta_check = _check_meta_signal(sc, labels, split, valid, n_classes, params, seed)
     threshold, cal, est = _calibrate(sc, labels, split, valid, n_classes, params, seed)
@@ -482,6 +484,7 @@ def _summary(
                    "by_reason": dict(Counter(e for e in errors if e is not None))},
         "inputs": inputs,
         "signals": sc.signals,
+        "knn_weight": sc.knn_weight or None,
         "meta_signal_check": meta_check or None,
         "scored_rows": int(np.isfinite(sc.score).sum()),
         "noise_estimate": cal.get("noise_estimate"),

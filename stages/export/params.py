@@ -39,10 +39,11 @@ class ExportParams:
         choices=CALIBRATIONS,
     )
     knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.")
-    knn_weight: float = option(
-        0.3,
+    knn_weight: float | None = option(
+        None,
         "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
-        "out-of-sample probs); in [0, 1].",
+        "out-of-sample probs), in [0, 1]. Unset or negative: chosen per run, the value in 0, 0.1, "
+        "..., 1 whose posterior best tells the trusted rows' labels from seeded flips of them.",
     )
     knn_smoothing: float = option(
         1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote."
@@ -65,7 +66,7 @@ class ExportParams:
         "train row has weight 1).",
     )
     flip_repeats: int = option(
-        3, "Seeded synthetic flips per trusted row for --calibration trusted-flips."
+        3, "Seeded synthetic flips per trusted row for --calibration trusted-flips and for choosing --knn-weight."
     )
     shard_rows: int = option(
         500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."

@@ -8,8 +8,9 @@ Definitions (n rows, C classes; only rows with ``split == "train"`` and no error
   over the classes and the vote is normalised to sum to 1. A trusted row never votes for itself
   (leave-one-out), so the vote is out-of-sample for every row.
 * **Combined class posterior** ``q_i = (1 - b) * p_i + b * v_i`` with ``p_i`` the out-of-sample
-  ``probs`` of the embed stage and ``b = knn_weight``; when one of the two is missing for a row
-  the other is used alone. ``suggested_label = argmax q_i`` and
+  ``probs`` of the embed stage and ``b = knn_weight``, or, unset, the ``b`` of
+  :func:`choose_knn_weight` (the trusted rows tell how far to trust the neighbours); when one
+  of the two is missing for a row the other is used alone. ``suggested_label = argmax q_i`` and
   ``suggested_confidence = max q_i``, both in range by construction.
 * **Label signal** ``s_label = 1 - q_i[y_i]`` in [0, 1] (``y_i`` the given label): high when
   neither the model nor the trusted neighbours believe the given label.
@@ -44,6 +45,7 @@ class NoiseScores:
     label_signal: np.ndarray  # (n,) float64, NaN where no posterior or not scored
     meta_signal: np.ndarray  # (n,) float64, NaN where no weight or not scored
     signals: list[str] = field(default_factory=list)  # names of the signals used
+    knn_weight: dict = field(default_factory=dict)  # the b used, and how it was chosen
 
 
 def trusted_knn_votes(
@@ -169,6 +171,52 @@ def combine_posterior(probs: np.ndarray | None, votes: np.ndarray | None, knn_we
     return np.where(p_ok & v_ok, mixed, np.where(p_ok, p, votes))
 
 
+KNN_WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+KNN_WEIGHT_FALLBACK = 0.3  # with too few trusted rows to choose; also the tie-break anchor
+MIN_TRUSTED_TO_CHOOSE = 10
+
+
+def choose_knn_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray, *, trusted: np.ndarray,
+                      train: np.ndarray, n_classes: int, seed: int = 0, repeats: int = 3) -> tuple[float, dict]:
+    """The share b of the trusted-neighbour vote that best separates clean from flipped labels.
+
+    The trusted rows are clean and their probs and votes are out-of-sample, so for each b of
+    :data:`KNN_WEIGHT_GRID` their label signal ``1 - q[y]`` is scored against the same rows with
+    ``repeats`` seeded uniform flips (another class at random); the AUROC, with trusted rows
+    reweighted to the train split's class mix, estimates how well that b ranks noisy train rows.
+    The best b wins; ties go to the one nearest :data:`KNN_WEIGHT_FALLBACK`. Measured (quality
+    benchmark): it picks the best grid value or matches 0.3 on digits and four CIFAR-10 settings,
+    except pair noise, which uniform flips cannot mimic (it keeps 0.3 there).
+
+    Returns the chosen b and a JSON-able description.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rows = np.flatnonzero(trusted & np.isfinite(probs).all(axis=1) & np.isfinite(votes).all(axis=1))
+    if len(rows) < MIN_TRUSTED_TO_CHOOSE or n_classes < 2:
+        return KNN_WEIGHT_FALLBACK, {"value": KNN_WEIGHT_FALLBACK, "method": (
+            f"default: fewer than {MIN_TRUSTED_TO_CHOOSE} trusted rows with probs and embeddings to choose from")}
+    rng = np.random.default_rng(seed)
+    y = labels[rows].astype(np.int64)
+    flips = [(y + rng.integers(1, n_classes, size=len(rows))) % n_classes for _ in range(max(repeats, 1))]
+    n_train_c = np.bincount(labels[train].astype(np.int64), minlength=n_classes).astype(np.float64)
+    n_trusted_c = np.bincount(y, minlength=n_classes).astype(np.float64)
+    cw = (n_train_c / np.maximum(n_trusted_c, 1))[y]
+    if cw.sum() <= 0:
+        cw = np.ones(len(rows))
+    truth = np.r_[np.zeros(len(rows)), np.ones(len(rows) * len(flips))]
+    sample_weight = np.tile(cw, 1 + len(flips))
+    at = np.arange(len(rows))
+    aucs = {}
+    for b in KNN_WEIGHT_GRID:
+        q = combine_posterior(probs[rows], votes[rows], b)
+        scores = np.concatenate([1.0 - q[at, y]] + [1.0 - q[at, f] for f in flips])
+        aucs[b] = float(roc_auc_score(truth, scores, sample_weight=sample_weight))
+    best = max(KNN_WEIGHT_GRID, key=lambda b: (round(aucs[b], 9), -abs(b - KNN_WEIGHT_FALLBACK)))
+    return best, {"value": best, "method": "auto: best AUROC of clean vs seeded-flip labels on the trusted rows",
+                  "trusted_rows": int(len(rows)), "trusted_auroc": {f"{b:.1f}": round(a, 4) for b, a in aucs.items()}}
+
+
 def noise_scores(
     *,
     labels: np.ndarray,
@@ -180,9 +228,11 @@ def noise_scores(
     valid: np.ndarray | None = None,
     n_classes: int,
     knn_k: int = 5,
-    knn_weight: float = 0.3,
+    knn_weight: float | None = 0.3,
     knn_smoothing: float = 1.0,
     meta_weight: float = 0.5,
+    seed: int = 0,
+    flip_repeats: int = 3,
 ) -> NoiseScores:
     """Score every usable train row; posterior and suggestions for every usable row.
 
@@ -195,7 +245,9 @@ def noise_scores(
     weights, zero_fraction : (n,) aggregated meta weight and zero fraction (NaN = none), or None.
     valid : (n,) bool, False for rows with an error (never scored nor used as neighbours).
     n_classes : C.
-    knn_k, knn_weight, knn_smoothing, meta_weight : see :class:`~stages.export.params.ExportParams`.
+    knn_k, knn_weight, knn_smoothing, meta_weight : see :class:`~stages.export.params.ExportParams`;
+        ``knn_weight=None`` chooses it with :func:`choose_knn_weight` (seeded by ``seed``, with
+        ``flip_repeats`` flips per trusted row).
 
     Returns
     -------
@@ -226,6 +278,15 @@ def noise_scores(
             signals.append("trusted_knn")
     if probs is not None and np.isfinite(probs[train]).all(axis=1).any():
         signals.append("probs")
+    knn_choice: dict = {}
+    if knn_weight is None:
+        if "probs" in signals and "trusted_knn" in signals:
+            knn_weight, knn_choice = choose_knn_weight(probs, votes, labels, trusted=trusted, train=train,
+                                                       n_classes=n_classes, seed=seed, repeats=flip_repeats)
+        else:
+            knn_weight = KNN_WEIGHT_FALLBACK
+    if "probs" in signals and "trusted_knn" in signals:
+        knn_choice = knn_choice or {"value": knn_weight, "method": "set (--knn-weight)"}
     posterior = combine_posterior(probs if "probs" in signals else None,
                                   votes if "trusted_knn" in signals else None, knn_weight)
     if posterior is None:
@@ -253,4 +314,5 @@ def noise_scores(
     return NoiseScores(
         score=np.clip(score, 0.0, 1.0), posterior=posterior, suggested_label=suggested.astype(np.int64),
         suggested_confidence=confidence, label_signal=label_sig, meta_signal=meta, signals=signals,
+        knn_weight=knn_choice,
     )

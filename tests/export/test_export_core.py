@@ -279,3 +279,17 @@ def test_uninformative_meta_signal_is_dropped(run):
     assert not np.allclose(_scores(forced), _scores(without), equal_nan=True)
     with pytest.raises(ValueError, match="--meta-min-agreement"):
         export(run["manifest"], run["features"], None, shuffled, ExportParams(meta_min_agreement=1.5))
+
+
+def test_knn_weight_chosen_from_the_trusted_rows_unless_set(run):
+    auto = _run_export(run)
+    choice = auto.summary["knn_weight"]
+    assert choice["method"].startswith("auto") and choice["value"] in [round(0.1 * i, 1) for i in range(11)]
+    assert choice["trusted_rows"] == 40 and len(choice["trusted_auroc"]) == 11
+    json.dumps(auto.summary)
+    same = _run_export(run, knn_weight=choice["value"])
+    assert same.summary["knn_weight"] == {"value": choice["value"], "method": "set (--knn-weight)"}
+    np.testing.assert_array_equal(_scores(auto), _scores(same))
+    other = _run_export(run, knn_weight=1.0 if choice["value"] < 0.5 else 0.0)
+    assert not np.allclose(_scores(auto), _scores(other), equal_nan=True)
+    assert _run_export(run, knn_weight=-1.0).summary["knn_weight"] == choice  # negative = choose

@@ -8,7 +8,7 @@ from stages.export.calibrate import (
     threshold_max_expected_f1,
 )
 from stages.export.evaluate import auroc
-from stages.export.scores import meta_signal, noise_scores, trusted_knn_votes
+from stages.export.scores import choose_knn_weight, meta_signal, noise_scores, trusted_knn_votes
 
 
 def naive_votes(emb, labels, trusted, query, c, k, smoothing):
@@ -129,3 +129,46 @@ def test_bad_options_raise():
     with pytest.raises(ValueError, match="knn-k"):
         trusted_knn_votes(np.ones((2, 2)), np.zeros(2, int), trusted=np.ones(2, bool),
                           query=np.ones(2, bool), n_classes=2, k=0)
+
+
+def _onehotish(labels, c, good, rng):
+    """Posterior rows: leaning to the label where ``good`` (not separable: ties would decide), random elsewhere."""
+    p = rng.dirichlet(np.ones(c), size=len(labels))
+    p[good] *= 0.7
+    p[good, labels[good]] += 0.3
+    return p
+
+
+def test_choose_knn_weight_follows_the_informative_signal():
+    rng = np.random.default_rng(0)
+    c, n = 4, 200
+    labels = rng.integers(0, c, n)
+    trusted = np.arange(n) < 100
+    train = ~trusted
+    everywhere = np.ones(n, bool)
+    good, bad = _onehotish(labels, c, everywhere, rng), _onehotish(labels, c, ~everywhere, rng)
+    b, info = choose_knn_weight(good, bad, labels, trusted=trusted, train=train, n_classes=c)
+    assert b == 0.0 and info["trusted_rows"] == 100
+    assert info["trusted_auroc"]["0.0"] > info["trusted_auroc"]["0.5"] > info["trusted_auroc"]["1.0"]
+    assert choose_knn_weight(bad, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 1.0
+    # Indistinguishable signals: every b ties, the previous fixed default wins.
+    assert choose_knn_weight(good, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 0.3
+    # Too few trusted rows to choose from.
+    b, info = choose_knn_weight(good, bad, labels, trusted=np.arange(n) < 5, train=train, n_classes=c)
+    assert b == 0.3 and info["method"].startswith("default")
+
+
+def test_choose_knn_weight_weighs_trusted_rows_by_the_train_class_mix():
+    """Probs are right on class 0, the votes on class 1; the train split is (almost) all class 1."""
+    rng = np.random.default_rng(1)
+    c, n = 3, 300
+    labels = np.r_[np.zeros(50, int), np.ones(50, int), np.ones(200, int)]
+    trusted = np.arange(n) < 100
+    on0, on1 = labels == 0, labels != 0
+    probs, votes = _onehotish(labels, c, on0, rng), _onehotish(labels, c, on1, rng)
+    b, _ = choose_knn_weight(probs, votes, labels, trusted=trusted, train=~trusted, n_classes=c)
+    assert b == 1.0
+    labels_train0 = labels.copy()
+    labels_train0[100:] = 0  # now the train split is all class 0: the probs should win
+    b, _ = choose_knn_weight(probs, votes, labels_train0, trusted=trusted, train=~trusted, n_classes=c)
+    assert b == 0.0

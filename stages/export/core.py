@@ -484,7 +484,7 @@ def _summary(
                    "by_reason": dict(Counter(e for e in errors if e is not None))},
         "inputs": inputs,
         "signals": sc.signals,
-        "knn_weight": sc.knn_weight or None,
+        "knn_weight": sc.knn_weight_choice or None,
         "meta_signal_check": meta_check or None,
         "scored_rows": int(np.isfinite(sc.score).sum()),
         "noise_estimate": cal.get("noise_estimate"),

@@ -45,7 +45,7 @@ class NoiseScores:
     label_signal: np.ndarray  # (n,) float64, NaN where no posterior or not scored
     meta_signal: np.ndarray  # (n,) float64, NaN where no weight or not scored
     signals: list[str] = field(default_factory=list)  # names of the signals used
-    knn_weight: dict = field(default_factory=dict)  # the b used, and how it was chosen
+    knn_weight_choice: dict = field(default_factory=dict)  # the b used, and how it was chosen
 
 
 def trusted_knn_votes(
@@ -279,16 +279,14 @@ def noise_scores(
     if probs is not None and np.isfinite(probs[train]).all(axis=1).any():
         signals.append("probs")
     knn_choice: dict = {}
-    if knn_weight is None:
-        if "probs" in signals and "trusted_knn" in signals:
+    if probs is not None and votes is not None and {"probs", "trusted_knn"} <= set(signals):
+        if knn_weight is None:
             knn_weight, knn_choice = choose_knn_weight(probs, votes, labels, trusted=trusted, train=train,
                                                        n_classes=n_classes, seed=seed, repeats=flip_repeats)
         else:
-            knn_weight = KNN_WEIGHT_FALLBACK
-    if "probs" in signals and "trusted_knn" in signals:
-        knn_choice = knn_choice or {"value": knn_weight, "method": "set (--knn-weight)"}
-    posterior = combine_posterior(probs if "probs" in signals else None,
-                                  votes if "trusted_knn" in signals else None, knn_weight)
+            knn_choice = {"value": knn_weight, "method": "set (--knn-weight)"}
+    posterior = combine_posterior(probs if "probs" in signals else None, votes if "trusted_knn" in signals else None,
+                                  KNN_WEIGHT_FALLBACK if knn_weight is None else knn_weight)
     if posterior is None:
         posterior = np.full((n, n_classes), np.nan)
     posterior[~valid] = np.nan
@@ -314,5 +312,5 @@ def noise_scores(
     return NoiseScores(
         score=np.clip(score, 0.0, 1.0), posterior=posterior, suggested_label=suggested.astype(np.int64),
         suggested_confidence=confidence, label_signal=label_sig, meta_signal=meta, signals=signals,
-        knn_weight=knn_choice,
+        knn_weight_choice=knn_choice,
     )

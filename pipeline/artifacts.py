@@ -40,6 +40,13 @@ def read_table(path: Path, *, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns, memory_map=True)
 
 
+def column_names(path: Path) -> list[str]:
+    """The columns of a Parquet file or sharded folder, without reading any data."""
+    if path.is_dir():
+        path = next(iter(sorted(path.glob("part-*.parquet"))))
+    return pq.read_schema(path).names
+
+
 def read_vectors(path: Path, column: str) -> np.ndarray:
     """One ``fixed_size_list<float32>`` column as an (n, d) array; zero-copy for single-chunk files."""
     return vectors_from_arrow(read_table(path, columns=[column])[column])

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.artifacts import read_table, write_table
+from pipeline.artifacts import column_names, read_table, read_vectors, write_table
 from pipeline.rundir import RunDir, json_digest
 from pipeline.runner import StageContext
 from stages.common import schema
@@ -112,7 +113,29 @@ def feature_vectors(run: RunDir, column: str) -> np.ndarray:
         p = run.path("ingest", schema.FEATURES, required=False)
     if p is None:
         run.path("embed", schema.FEATURES)  # raises with the command to run
-    return vectors_from_arrow(read_table(p, columns=[column])[column])
+    names = column_names(p)
+    if column not in names:
+        raise ValueError(f"{p} has no column {column!r}; vector columns there: "
+                         f"{', '.join(n for n in names if n not in ('id', 'error'))}")
+    return read_vectors(p, column)
+
+
+def with_feature_column(run: RunDir, table: pa.Table | None, column: str, *, what: str) -> pa.Table | None:
+    """``table`` with the vector ``column`` of the run's features table joined by id, if it lacks it.
+
+    Manifests (``train.parquet``, the test split) carry no feature vectors: they live in
+    ``features.parquet`` (joinable on ``id``), so ``train --features embedding`` joins them here.
+    """
+    if table is None or not column or column in table.column_names:
+        return table
+    vectors = feature_vectors(run, column)
+    ids = load_manifest(run)["id"].cast(pa.string())
+    pos = pc.index_in(table["id"].cast(pa.string()), value_set=ids)
+    if pos.null_count:
+        first = table["id"][int(np.flatnonzero(pc.is_null(pos).to_numpy(zero_copy_only=False))[0])].as_py()
+        raise ValueError(f"--features {column}: {pos.null_count} row(s) of the {what} are not in this run's "
+                         f"manifest (e.g. id {first!r}), so they have no {column!r}; add a {column!r} column to it")
+    return table.append_column(column, vectors_to_arrow(vectors[pos.to_numpy()]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,8 +358,10 @@ def train_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     from stages.train.core import train_model
 
     train = read_table(ctx.run.path("export", schema.TRAIN_MANIFEST))
-    result = train_model(train, test_table(ctx.run, getattr(params, "test", "")), params,
-                         num_classes=len(class_names(train)), seed=ctx.seed, device=ctx.device)
+    test = test_table(ctx.run, getattr(params, "test", ""))
+    train = with_feature_column(ctx.run, train, params.features, what="training manifest")
+    test = with_feature_column(ctx.run, test, params.features, what="test manifest")
+    result = train_model(train, test, params, num_classes=len(class_names(train)), seed=ctx.seed, device=ctx.device)
     torch.save(result.model_state, ctx.out / "model.pt")
     (ctx.out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
     return dict(result.metrics)
@@ -375,8 +400,11 @@ def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any
         manifest = load_manifest(ctx.run)
         plain = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
         plain = plain.append_column("weight", pa.array(np.ones(plain.num_rows, np.float32)))
-        baseline = train_model(plain, test_table(ctx.run, getattr(train_params, "test", "")), train_params,
-                               num_classes=len(class_names(manifest)), seed=ctx.seed, device=ctx.device)
+        plain = with_feature_column(ctx.run, plain, train_params.features, what="manifest")
+        test = with_feature_column(ctx.run, test_table(ctx.run, getattr(train_params, "test", "")),
+                                   train_params.features, what="test manifest")
+        baseline = train_model(plain, test, train_params, num_classes=len(class_names(manifest)), seed=ctx.seed,
+                               device=ctx.device)
         result["downstream"] = {"curated": _accuracy(train_rec["metrics"]), "plain": _accuracy(baseline.metrics)}
     (ctx.out / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
     return result

@@ -51,3 +51,24 @@ def test_demo_rerun_is_cached_and_inspect_reads_it(demo_run):
     assert res.exit_code == 0 and "flags against the truth" in res.output and "plain training" in res.output
     res = CliRunner().invoke(main, ["inspect", "--run-dir", str(run), "--class", "nope"])
     assert res.exit_code == 1 and "nope" in res.output
+
+
+@pytest.mark.slow
+def test_train_on_embeddings_joins_them_from_the_features_table(demo_run, tmp_path):
+    """train.parquet carries no vectors: --features embedding joins embed's column by id."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run[0], run)
+    args = ["--run-dir", str(run), "--device", "cpu", "--json", "-q"]
+    res = CliRunner().invoke(main, ["train", "--features", "embedding", "--model", "mlp", "--epochs", "3", *args])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)["metrics"]
+    assert metrics["test_accuracy"] > 0.8, metrics
+    res = CliRunner().invoke(main, ["evaluate", *args])
+    assert res.exit_code == 0, res.output
+    downstream = json.loads(res.stdout)["metrics"]["downstream"]
+    assert downstream["plain"]["test_accuracy"] > 0.3 and downstream["curated"] == {
+        k: metrics[k] for k in ("test_accuracy", "best_test_accuracy")}
+    res = CliRunner().invoke(main, ["train", "--features", "nope", "--model", "mlp", *args])
+    assert res.exit_code == 1 and "'nope'" in res.output and "embedding" in res.output

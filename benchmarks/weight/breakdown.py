@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.weight.step_time import SmallCNN, WinnowSmallCNN, mlp, sgd
+from benchmarks.weight.step_time import MODELS, setup
 from stages.weight.alignment import commit_buffers, mean_loss_gradient, per_example_alignment, scratch_buffers
 from stages.weight.l2rw import l2rw_weights
 
@@ -48,12 +48,7 @@ def conv_ms(fn: Callable[[], object], reps: int = 5) -> float:
 
 
 def breakdown(build: Callable[[], torch.nn.Module], shape: tuple[int, ...], reps: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    x, tx = torch.randn(100, *shape), torch.randn(100, *shape)
-    y, ty = torch.randint(0, 10, (100,)), torch.randint(0, 10, (100,))
-    model = build()
-    model.train()
-    opt = sgd(model)
+    x, y, tx, ty, model, opt = setup(build, shape)
     times: dict[str, list[float]] = {}
 
     def timed(name: str, fn: Callable[[], object]) -> object:
@@ -98,10 +93,7 @@ def main() -> None:
     print("| model | F | B | S | SGD step | trusted | kernel | T = kernel - F | weighted B "
           "| L2RW parts / SGD | with T = 0 | T allowed by goal | tangent convolutions | MWN with T = 0 |")
     print("| --- |" + " ---: |" * 14)
-    models = (("small CNN (BN, 3x32x32)", SmallCNN, (3, 32, 32)),
-              ("winnow small_cnn (BN, 3x32x32)", lambda: WinnowSmallCNN(10, in_channels=3), (3, 32, 32)),
-              ("MLP 64-256-10", mlp, (64,)))
-    for name, build, shape in models:
+    for name, build, shape in MODELS:
         m = breakdown(build, shape, args.reps)
         sgd_ms = m["F"] + m["B"] + m["S"]
         fixed = m["trusted"] + m["F"] + m["weighted B"] + m["S"]

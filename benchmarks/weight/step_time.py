@@ -95,13 +95,23 @@ def plain(model, opt, x, y):
     opt.step()
 
 
-def bench(name, build, shape, reps):
+MODELS = (("small CNN (BN, 3x32x32)", SmallCNN, (3, 32, 32)),
+          ("winnow small_cnn (BN, 3x32x32)", lambda: WinnowSmallCNN(10, in_channels=3), (3, 32, 32)),
+          ("MLP 64-256-10", mlp, (64,)))
+
+
+def setup(build, shape):
+    """Seeded batch (100 noisy x, y + 100 trusted tx, ty), a fresh model in train mode, its SGD."""
     torch.manual_seed(0)
     x, tx = torch.randn(100, *shape), torch.randn(100, *shape)
     y, ty = torch.randint(0, 10, (100,)), torch.randint(0, 10, (100,))
     model = build()
     model.train()
-    opt = sgd(model)
+    return x, y, tx, ty, model, sgd(model)
+
+
+def bench(name, build, shape, reps):
+    x, y, tx, ty, model, opt = setup(build, shape)
     vnet = MetaWeightNet()
     vopt = torch.optim.Adam(vnet.parameters(), lr=1e-3, weight_decay=1e-4)
     alpha = torch.full((100,), 0.5)
@@ -141,10 +151,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.reps} interleaved steps\n")
     print("| model | method | ms / step | x SGD step | goal |")
     print("| --- | --- | ---: | ---: | ---: |")
-    models = (("small CNN (BN, 3x32x32)", SmallCNN, (3, 32, 32)),
-              ("winnow small_cnn (BN, 3x32x32)", lambda: WinnowSmallCNN(10, in_channels=3), (3, 32, 32)),
-              ("MLP 64-256-10", mlp, (64,)))
-    for name, build, shape in models:
+    for name, build, shape in MODELS:
         res = bench(name, build, shape, args.reps)
         for k, (ms, ratio) in res.items():
             goal = GOALS.get(k)

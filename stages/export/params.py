@@ -55,9 +55,11 @@ class ExportParams:
     )
     meta_min_agreement: float = option(
         0.7,
-        "Use the meta-weight signal only if it agrees with the label signal: its AUROC for the "
-        "rows the label signal alone flags must be at least this (0.5 = chance); 0 always uses it. "
-        "Weights that carry no information otherwise dilute noise_score.",
+        "Use the meta weights only if they agree with the label signal: their AUROC for the rows "
+        "the label signal alone flags must be at least this (0.5 = chance); 0 always uses them. "
+        "Below it they are left out of noise_score and of the train weights (--policy weight "
+        "and coreset+weight then weigh unflagged rows 1): weights that do not track the noise "
+        "only dilute the score and add variance to training.",
     )
     include_trusted: bool = option(True, "Also put the trusted rows (clean by definition) in train.parquet.")
     trusted_weight: float = option(

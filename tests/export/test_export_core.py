@@ -255,6 +255,9 @@ def test_meta_signal_used_when_it_agrees_with_the_label_signal(run):
     assert check["used"] is True and check["agreement_auroc"] > 0.8
     assert "meta_weight" in res.summary["signals"]
     assert not np.allclose(_scores(res), _scores(_run_export(run, meta_weight=0.0)), equal_nan=True)
+    w = res.train["weight"].to_numpy()
+    train = np.asarray(res.train["split"].to_pylist()) == "train"
+    assert len(np.unique(w[train & (w > 0)])) > 10  # the meta weights shape the train weights
 
 
 def test_uninformative_meta_signal_is_dropped(run):
@@ -273,6 +276,11 @@ def test_uninformative_meta_signal_is_dropped(run):
     without = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams(meta_weight=0.0))
     np.testing.assert_array_equal(_scores(res), _scores(without))
     assert res.curated["noise_flag"].equals(without.curated["noise_flag"])
+    # ...nor the training weights: unflagged train rows weigh 1, flagged ones 0.
+    for policy in ("weight", "coreset+weight"):
+        got = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams(policy=policy))
+        plain = export(run["manifest"], run["features"], run["coreset"], None, ExportParams(policy=policy))
+        assert got.train["weight"].equals(plain.train["weight"]), policy
     # 0 turns the check off: the shuffled weights are then averaged in.
     forced = export(run["manifest"], run["features"], run["coreset"], shuffled, ExportParams(meta_min_agreement=0.0))
     assert forced.summary["meta_signal_check"] is None and "meta_weight" in forced.summary["signals"]

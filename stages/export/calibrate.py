@@ -153,3 +153,15 @@ def threshold_max_expected_f1_mixture(train_scores: np.ndarray, clean_scores: np
     f1 = 2 * tp / (flagged + pi)
     best = int(np.argmax(f1))
     return float(cand[best]), float(f1[best])
+
+
+def class_mix_weights(trusted_labels: np.ndarray, train_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per trusted row, n_train(c) / n_trusted(c) of its class c: trusted sets are often balanced,
+    the train split rarely is, so statistics over trusted rows are reweighted to the train mix.
+    All ones when the train split has none of the trusted rows' classes."""
+    y = np.asarray(trusted_labels, dtype=np.int64)
+    n_train_c = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    n_trusted_c = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = (n_train_c / np.maximum(n_trusted_c, 1))[y]
+    return w if w.sum() > 0 else np.ones(len(y))
+

@@ -41,6 +41,7 @@ from stages.common import schema
 from stages.common.arrow import class_names, vectors_from_arrow, with_metadata
 from stages.common.params import to_dict, validate_choices
 from stages.export.calibrate import (
+    class_mix_weights,
     confident_joint,
     estimated_noisy_per_class,
     mixture_noise_rate,
@@ -188,11 +189,7 @@ def _calibrate(
         m = params.meta_weight if np.isfinite(meta_fill) else 0.0
         clean = (label_clean + m * np.nan_to_num(meta_fill)) / (1 + m)
         # Reweight trusted rows to the train split's class mix (trusted sets are often balanced).
-        n_train_c = np.bincount(labels[train], minlength=n_classes).astype(np.float64)
-        n_trusted_c = np.bincount(labels[rows], minlength=n_classes).astype(np.float64)
-        cw = (n_train_c / np.maximum(n_trusted_c, 1))[labels[rows]]
-        if cw.sum() <= 0:
-            cw = np.ones(len(rows))
+        cw = class_mix_weights(labels[rows], labels[train], n_classes)
         pi_mix = mixture_noise_rate(sc.score[train], clean, cw)
         thr, f1 = threshold_max_expected_f1_mixture(sc.score[train], clean, pi_mix, cw)
         info.update(method="trusted-clean: max expected F1 from the trusted rows' clean score distribution",

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from stages.common import schema
+from stages.export.calibrate import class_mix_weights
 
 
 @dataclass
@@ -199,11 +200,7 @@ def choose_knn_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray, 
     rng = np.random.default_rng(seed)
     y = labels[rows].astype(np.int64)
     flips = [(y + rng.integers(1, n_classes, size=len(rows))) % n_classes for _ in range(max(repeats, 1))]
-    n_train_c = np.bincount(labels[train].astype(np.int64), minlength=n_classes).astype(np.float64)
-    n_trusted_c = np.bincount(y, minlength=n_classes).astype(np.float64)
-    cw = (n_train_c / np.maximum(n_trusted_c, 1))[y]
-    if cw.sum() <= 0:
-        cw = np.ones(len(rows))
+    cw = class_mix_weights(y, labels[train], n_classes)
     truth = np.r_[np.zeros(len(rows)), np.ones(len(rows) * len(flips))]
     sample_weight = np.tile(cw, 1 + len(flips))
     at = np.arange(len(rows))

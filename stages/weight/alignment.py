@@ -44,11 +44,32 @@ def commit_buffers(model: nn.Module, buffers: Tensors) -> None:
         b.copy_(buffers[name].detach())
 
 
-def per_example_losses(model: nn.Module, params: Tensors, buffers: Tensors, x: torch.Tensor,
+def ties_weights(model: nn.Module) -> bool:
+    """Whether one parameter or buffer is registered under several names (tied weights)."""
+    n_params = sum(1 for _ in model.named_parameters(remove_duplicate=False))
+    n_buffers = sum(1 for _ in model.named_buffers(remove_duplicate=False))
+    return n_params + n_buffers != sum(1 for _ in model.parameters()) + sum(1 for _ in model.buffers())
+
+
+def per_example_losses(model: nn.Module, params: Tensors | None, buffers: Tensors | None, x: torch.Tensor,
                        y: torch.Tensor, loss_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example cross-entropy (n,) of ``model`` at ``params``, times ``loss_scale`` (n,) if given."""
-    losses = F.cross_entropy(functional_call(model, (params, buffers), (x,)), y, reduction="none")
+    """Per-example cross-entropy (n,) of ``model`` at ``params``, times ``loss_scale`` (n,) if given.
+
+    ``params=None`` calls the model as it is (its own parameters and buffers): no swapping, which
+    costs about as much as a small MLP's forward. ``functional_call`` looks for tied weights only
+    in models that have them, for the same reason.
+    """
+    if params is None:
+        logits = model(x)
+    else:
+        logits = functional_call(model, (params, buffers or {}), (x,), tie_weights=ties_weights(model))
+    losses = F.cross_entropy(logits, y, reduction="none")
     return losses if loss_scale is None else losses * loss_scale
+
+
+def _are_own_parameters(model: nn.Module, params: Tensors) -> bool:
+    own = dict(model.named_parameters())
+    return params.keys() == own.keys() and all(params[k] is p and p.requires_grad for k, p in own.items())
 
 
 def mean_loss_gradient(model: nn.Module, params: Tensors, x: torch.Tensor, y: torch.Tensor, *,
@@ -57,8 +78,11 @@ def mean_loss_gradient(model: nn.Module, params: Tensors, x: torch.Tensor, y: to
 
     Returns the gradient (same keys and shapes as ``params``, detached) and the mean loss (scalar).
     """
-    leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-    loss = per_example_losses(model, leaves, scratch_buffers(model), x, y, loss_scale).mean()
+    if _are_own_parameters(model, params) and not any(True for _ in model.buffers()):
+        leaves, loss = params, per_example_losses(model, None, None, x, y, loss_scale).mean()
+    else:
+        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        loss = per_example_losses(model, leaves, scratch_buffers(model), x, y, loss_scale).mean()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return dict(zip(leaves, grads)), loss.detach()
 

@@ -67,8 +67,7 @@ def mwn_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module
     as in plain SGD); the look-ahead and kernel passes use throw-away copies.
     Returns the (n,) normalised weights from the updated net and the (n,) losses (detached).
     """
-    params = dict(model.named_parameters())
-    losses = per_example_losses(model, params, dict(model.named_buffers()), x, y, loss_scale)
+    losses = per_example_losses(model, None, None, x, y, loss_scale)  # real pass: own buffers advance
     if meta:
         meta_grads = mwn_meta_gradient(model, vnet, losses, x, y, trusted_x, trusted_y, lr=lr,
                                        loss_scale=loss_scale)

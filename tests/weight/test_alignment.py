@@ -67,3 +67,42 @@ def test_l2rw_step_advances_running_stats_once_on_the_training_batch():
     assert torch.allclose(model.bn.running_mean, plain.bn.running_mean, atol=1e-14)
     assert torch.allclose(model.bn.running_var, plain.bn.running_var, atol=1e-14)
     assert not torch.allclose(model.bn.running_mean, torch.zeros(4, dtype=torch.float64))
+
+
+class TiedMLP(torch.nn.Module):
+    """Two linear layers sharing one weight matrix (registered under two names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(3, 3)
+        self.b = torch.nn.Linear(3, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_kernel_follows_tied_weights():
+    torch.manual_seed(0)
+    model = TiedMLP().double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 3, (8,))
+    v = {k: torch.randn_like(p) for k, p in model.named_parameters()}
+    assert "b.weight" not in v  # the tied alias is not a separate parameter
+    _, d = per_example_alignment(model, x, y, v)
+    _, grads = explicit_grads(model, x, y)
+    ref = torch.stack([sum((gi * vi).sum() for gi, vi in zip(gs, v.values())) for gs in grads])
+    assert torch.allclose(d, ref, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_mean_loss_gradient_same_for_own_and_copied_parameters(kind):
+    """The direct call (own parameters, no buffers) and the functional_call path agree."""
+    model, _, _, tx, ty = make_case(kind)
+    own = dict(model.named_parameters())
+    copied = {k: p.detach().clone() for k, p in own.items()}
+    g_own, loss_own = mean_loss_gradient(model, own, tx, ty)
+    g_copy, loss_copy = mean_loss_gradient(model, copied, tx, ty)
+    assert torch.equal(loss_own, loss_copy)
+    for k in own:
+        assert torch.allclose(g_own[k], g_copy[k], atol=1e-14, rtol=0), k
+    assert all(p.grad is None for p in model.parameters())  # nothing accumulated on the model

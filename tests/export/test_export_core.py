@@ -45,6 +45,11 @@ def test_calibrated_flags_match_the_noise(run):
     rate = n_noisy / (run["valid"] & (run["split"] == "train")).sum()
     assert res.summary["threshold"]["noise_rate_mixture"] == pytest.approx(rate, abs=0.07)
     assert res.summary["noise_estimate"]["rate"] == pytest.approx(rate, abs=0.05)
+    # trusted-clean reports the mixture's estimate (the one it calibrated with), per class too
+    est = res.summary["noise_estimate"]
+    assert est["method"].startswith("mixture") and est["rate"] == res.summary["threshold"]["noise_rate_mixture"]
+    assert "confident_joint_rate" in est
+    assert sum(c["estimated_noisy"] for c in res.summary["classes"]) == pytest.approx(est["count"])
     r = _run_export(run, calibration="noise-rate")
     assert r.summary["threshold"]["method"].startswith("noise-rate")
     assert abs(r.summary["flagged"] - n_noisy) <= 0.1 * n_noisy

@@ -5,12 +5,13 @@
 
 Per scenario (:mod:`benchmarks.quality.scenarios`, the same data, embeddings and cross-fitted
 probabilities as ``flags.py``), the SAME model, schedule and seed is trained by
-``stages.train.core.train_model`` on four training sets, each holding the train AND trusted rows
+``stages.train.core.train_model`` on five training sets, each holding the train AND trusted rows
 (the trusted rows are clean and every method may use them):
 
 - winnow: ``stages.export.export`` with default parameters -> ``result.train`` and its final
   ``weight`` (flagged rows weigh 0; no meta weights in this benchmark, so the others weigh 1),
   used by the trainer's default weighted sampler;
+- winnow soft: the same with ``--policy soft`` (every row weighted by 1 - noise_score);
 - cleanlab: train rows not in ``cleanlab.filter.find_label_issues(given, probs)`` (defaults), weight 1;
 - noisy: every row with its given label, weight 1;
 - clean: every row with its true label, weight 1 (the ceiling).
@@ -42,7 +43,7 @@ from stages.export import ExportParams, export
 from stages.train.core import train_model
 from stages.train.params import TrainParams
 
-ARMS = ("winnow", "cleanlab", "noisy", "clean")
+ARMS = ("winnow", "winnow soft", "cleanlab", "noisy", "clean")
 
 
 def _table(rows: np.ndarray, labels: np.ndarray, weight: np.ndarray, split: np.ndarray,
@@ -61,7 +62,7 @@ def _table(rows: np.ndarray, labels: np.ndarray, weight: np.ndarray, split: np.n
 
 
 def training_sets(sc: Scenario, seed: int) -> tuple[dict[str, pa.Table], pa.Table, dict]:
-    """The four training manifests, the clean test manifest, and facts about each training set.
+    """The five training manifests, the clean test manifest, and facts about each training set.
 
     Facts per arm: ``rows`` with weight > 0 and ``label_noise``, the fraction of those rows whose
     training label differs from the truth.
@@ -76,16 +77,18 @@ def training_sets(sc: Scenario, seed: int) -> tuple[dict[str, pa.Table], pa.Tabl
     everything = np.arange(n)
 
     manifest, features = export_tables(sc.embedding, sc.probs, sc.given, sc.true, sc.split, sc.n_classes)
-    res = export(manifest, features, None, None, ExportParams(), seed=seed)
-    w_rows = np.asarray([int(i) for i in res.train["id"].to_pylist()])
-    w_weight = res.train["weight"].to_numpy().astype(np.float64)
+    winnow = {}
+    for arm, policy in (("winnow", "weight"), ("winnow soft", "soft")):
+        res = export(manifest, features, None, None, ExportParams(policy=policy), seed=seed)
+        rows = np.asarray([int(i) for i in res.train["id"].to_pylist()])
+        winnow[arm] = (rows, sc.given[rows], res.train["weight"].to_numpy().astype(np.float64))
 
     issues = np.zeros(n, dtype=bool)
     issues[train] = find_label_issues(sc.given[train], sc.probs[train])
     c_rows = np.flatnonzero(~issues)
 
     picks = {
-        "winnow": (w_rows, sc.given[w_rows], w_weight),
+        **winnow,
         "cleanlab": (c_rows, sc.given[c_rows], np.ones(len(c_rows))),
         "noisy": (everything, sc.given, np.ones(n)),
         "clean": (everything, sc.true, np.ones(n)),

@@ -259,10 +259,10 @@ def _check_meta_signal(
 
 
 def _train_weights(
-    params: ExportParams, n: int, usable_train: np.ndarray, flags: np.ndarray,
+    params: ExportParams, n: int, usable_train: np.ndarray, flags: np.ndarray, score: np.ndarray,
     meta: np.ndarray | None, coreset: pa.Table | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of train-split rows to include and their raw (unnormalised) weights."""
+    """Mask of train-split rows to include and their raw (unnormalised) weights (NaN: no signal)."""
     if params.policy in ("coreset", "coreset+weight"):
         if coreset is None:
             raise ValueError(f"--policy {params.policy} needs coreset.parquet: run select first, "
@@ -275,6 +275,8 @@ def _train_weights(
         return rows, w
     if params.policy == "drop-flagged":
         return usable_train & ~flags, np.ones(n)
+    if params.policy == "soft":
+        return usable_train, 1.0 - score
     return usable_train, meta if meta is not None else np.ones(n)
 
 
@@ -375,7 +377,7 @@ def export_columns(
     # Meta weights that failed the agreement check do not track the noise: they would only add
     # variance to the training weights (CIFAR-10, small CNN: 0.623 with L2RW's, 0.637 without).
     trusted_meta = meta if meta_check.get("used", True) else None
-    rows, raw = _train_weights(params, n, usable_train, flags, trusted_meta, coreset)
+    rows, raw = _train_weights(params, n, usable_train, flags, sc.score, trusted_meta, coreset)
     raw = np.where(np.isfinite(raw), np.clip(raw, 0.0, None), np.nan)
     # The final weight is winnow's whole judgement: with the weighting policies a flagged row
     # weighs 0 whatever its meta weight (demo: test accuracy 0.80 with meta weights alone, 0.99

@@ -106,7 +106,7 @@ def test_error_rows_kept_with_nulls_and_never_trained(run, res):
     assert not cur["noise_flag"].to_numpy(zero_copy_only=False)[err].any()
     assert cur["suggested_label"].is_null().to_numpy(zero_copy_only=False)[err].all()
     err_ids = set(np.asarray(cur["id"].to_pylist())[err])
-    for policy in ("weight", "drop-flagged", "coreset", "coreset+weight"):
+    for policy in ("weight", "soft", "drop-flagged", "coreset", "coreset+weight"):
         t = _run_export(run, policy=policy).train
         assert not err_ids & set(t["id"].to_pylist())
     assert res.summary["errors"] == {"count": 3, "by_reason": {"unreadable image": 3}}
@@ -145,6 +145,22 @@ def test_policy_drop_flagged(run, res):
     assert not ids & flagged
     assert len(ids) == int((run["valid"] & (run["split"] == "train")).sum()) - len(flagged)
     assert set(r.train["weight"].to_pylist()) == {1.0} and set(r.train["split"].to_pylist()) == {"train"}
+
+
+def test_policy_soft(run, res):
+    r = _run_export(run, policy="soft", trusted_weight=2.0)
+    t = r.train
+    split = np.asarray(t["split"].to_pylist())
+    assert (split == "train").sum() == int((run["valid"] & (run["split"] == "train")).sum())  # none cut
+    assert (t["weight"].to_numpy()[split == "trusted"] == 2.0).all()
+    idx = np.array([int(i[2:]) for i in t["id"].to_pylist()])[split == "train"]
+    score = r.curated["noise_score"].to_numpy(zero_copy_only=False)[idx]
+    w = t["weight"].to_numpy()[split == "train"]
+    # weight = chance of a right label, 1 - noise_score, scaled so that the median train row weighs 1
+    np.testing.assert_allclose(w, (1 - score) / np.median(1 - score), rtol=1e-5)
+    flagged = r.curated["noise_flag"].to_numpy(zero_copy_only=False)[idx]
+    assert flagged.any() and w[flagged].max() < w[~flagged].min()  # suspects weigh least, not 0
+    assert r.summary["policy"] == "soft"
 
 
 def test_policy_coreset_and_product(run):

@@ -45,10 +45,18 @@ def commit_buffers(model: nn.Module, buffers: Tensors) -> None:
 
 
 def ties_weights(model: nn.Module) -> bool:
-    """Whether one parameter or buffer is registered under several names (tied weights)."""
-    n_params = sum(1 for _ in model.named_parameters(remove_duplicate=False))
-    n_buffers = sum(1 for _ in model.named_buffers(remove_duplicate=False))
-    return n_params + n_buffers != sum(1 for _ in model.parameters()) + sum(1 for _ in model.buffers())
+    """Whether two modules hold the same parameter or buffer tensor (tied weights).
+
+    A submodule shared under two names is not a tie: swapping its tensor reaches both names.
+    """
+    seen: set[int] = set()
+    for module in model.modules():
+        for t in (*module._parameters.values(), *module._buffers.values()):
+            if t is not None:
+                if id(t) in seen:
+                    return True
+                seen.add(id(t))
+    return False
 
 
 def per_example_losses(model: nn.Module, params: Tensors | None, buffers: Tensors | None, x: torch.Tensor,

@@ -106,3 +106,12 @@ def test_mean_loss_gradient_same_for_own_and_copied_parameters(kind):
     for k in own:
         assert torch.allclose(g_own[k], g_copy[k], atol=1e-14, rtol=0), k
     assert all(p.grad is None for p in model.parameters())  # nothing accumulated on the model
+
+
+def test_ties_weights_finds_tensors_held_by_two_modules():
+    from stages.weight.alignment import ties_weights
+
+    shared = torch.nn.Linear(3, 3)
+    assert ties_weights(TiedMLP())
+    assert not ties_weights(torch.nn.Sequential(shared, shared))  # one module under two names
+    assert not ties_weights(make_case("cnn")[0])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,13 +377,21 @@ class EvaluateParams:
                                           "the manifest's true_label (from --inject-noise).")
     downstream: bool = option(True, "Also train on the plain noisy labels (same model and schedule "
                                                 "as `winnow train`) and compare test accuracy.")
+    policies: str = option("", "Also train on train.parquet as each of these export policies would write it "
+                               "(comma-separated, e.g. 'soft,drop-flagged'; same model and schedule as "
+                               "`winnow train`) and compare test accuracy: which policy suits your model.")
 
 
 def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
     from stages.export.evaluate import evaluate_flags
+    from stages.export.params import ExportParams
     from stages.train.core import train_model
     from stages.train.params import TrainParams
 
+    policies = _policies(params.policies)  # before any training: a typo fails fast
+    train_rec = ctx.run.record("train")
+    if policies and train_rec is None:
+        raise ValueError("option --policies trains with `winnow train`'s parameters: run `winnow train` first")
     curated = load_curated(ctx.run)
     truth = None
     if params.truth:
@@ -394,20 +402,42 @@ def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any
             raise ValueError(f"--truth {params.truth}: no label for {len(missing)} id(s), e.g. {missing[:3]}")
         truth = np.array([lookup[i] for i in curated["id"].to_pylist()], dtype=np.int64)
     result: dict[str, Any] = {"flags": evaluate_flags(curated, truth=truth)}
-    train_rec = ctx.run.record("train")
-    if params.downstream and train_rec is not None:
+    if train_rec is not None and (params.downstream or policies):
         train_params = TrainParams(**train_rec["params"])
         manifest = load_manifest(ctx.run)
-        plain = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
-        plain = plain.append_column("weight", pa.array(np.ones(plain.num_rows, np.float32)))
-        plain = with_feature_column(ctx.run, plain, train_params.features, what="manifest")
         test = with_feature_column(ctx.run, test_table(ctx.run, getattr(train_params, "test", "")),
                                    train_params.features, what="test manifest")
-        baseline = train_model(plain, test, train_params, num_classes=len(class_names(manifest)), seed=ctx.seed,
-                               device=ctx.device)
-        result["downstream"] = {"curated": _accuracy(train_rec["metrics"]), "plain": _accuracy(baseline.metrics)}
+
+        def accuracy(table: pa.Table, what: str) -> dict[str, Any]:
+            """Test accuracy of `winnow train`'s model and schedule trained on ``table``."""
+            table = with_feature_column(ctx.run, table, train_params.features, what=what)
+            return _accuracy(train_model(table, test, train_params, num_classes=len(class_names(manifest)),
+                                         seed=ctx.seed, device=ctx.device).metrics)
+
+        downstream = {"curated": _accuracy(train_rec["metrics"])}
+        if params.downstream:
+            plain = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
+            plain = plain.append_column("weight", pa.array(np.ones(plain.num_rows, np.float32)))
+            downstream["plain"] = accuracy(plain, "manifest")
+        export_rec = ctx.run.record("export") or {}
+        for policy in policies:
+            export_params = replace(ExportParams(**export_rec.get("params", {})), policy=policy)
+            table = export_result(ctx.run, export_params, seed=export_rec.get("seed", ctx.seed)).train
+            downstream[f"policy {policy}"] = accuracy(table, f"--policies {policy} manifest")
+        result["downstream"] = downstream
     (ctx.out / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
     return result
+
+
+def _policies(text: str) -> list[str]:
+    """The --policies list, each checked against export's choices."""
+    from stages.export.params import POLICIES
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    for name in names:
+        if name not in POLICIES:
+            raise ValueError(f"option --policies: {name!r} is not an export policy; choose from {', '.join(POLICIES)}")
+    return names
 
 
 def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -72,3 +72,41 @@ def test_train_on_embeddings_joins_them_from_the_features_table(demo_run, tmp_pa
         k: metrics[k] for k in ("test_accuracy", "best_test_accuracy")}
     res = CliRunner().invoke(main, ["train", "--features", "nope", "--model", "mlp", *args])
     assert res.exit_code == 1 and "'nope'" in res.output and "embedding" in res.output
+
+
+@pytest.mark.slow
+def test_evaluate_compares_export_policies(demo_run, tmp_path):
+    """--policies trains `winnow train`'s model on train.parquet as each policy would write it."""
+    import shutil
+    from dataclasses import replace
+
+    from pipeline.rundir import RunDir
+    from pipeline.steps import export_result, test_table, with_feature_column
+    from stages.export.params import ExportParams
+    from stages.train.core import train_model
+    from stages.train.params import TrainParams
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run[0], run)
+    args = ["--run-dir", str(run), "--device", "cpu", "--json", "-q"]
+    res = CliRunner().invoke(main, ["train", "--features", "embedding", "--model", "mlp", "--epochs", "3", *args])
+    assert res.exit_code == 0, res.output
+    before = (run / "evaluate" / "evaluation.json").read_text()
+    res = CliRunner().invoke(main, ["evaluate", "--no-downstream", "--policies", "soft,everything", *args])
+    assert res.exit_code == 1 and "'everything'" in res.output and "soft" in res.output
+    assert (run / "evaluate" / "evaluation.json").read_text() == before  # nothing half-written
+
+    res = CliRunner().invoke(main, ["evaluate", "--no-downstream", "--policies", "soft, drop-flagged", *args])
+    assert res.exit_code == 0, res.output
+    downstream = json.loads(res.stdout)["metrics"]["downstream"]
+    assert set(downstream) == {"curated", "policy soft", "policy drop-flagged"}
+    # the same numbers as exporting with that policy and training by hand
+    rd = RunDir(run)
+    params = TrainParams(features="embedding", model="mlp", epochs=3)
+    test = with_feature_column(rd, test_table(rd), "embedding", what="test")
+    table = export_result(rd, replace(ExportParams(), policy="drop-flagged"), seed=0).train
+    assert table["weight"].to_numpy().min() == 1.0  # drop-flagged: only kept rows, weight 1
+    expected = train_model(with_feature_column(rd, table, "embedding", what="t"), test, params,
+                           num_classes=10, seed=0).metrics["test_accuracy"]
+    assert downstream["policy drop-flagged"]["test_accuracy"] == expected
+    assert 0.5 < downstream["policy soft"]["test_accuracy"] <= 1.0

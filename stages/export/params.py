@@ -17,8 +17,8 @@ class ExportParams:
     policy: str = option(
         "weight",
         "What train.parquet holds: 'weight' (every usable train row with its meta weight; 0 if flagged), "
-        "'soft' (every usable train row weighted by 1 - noise_score, its estimated chance of a right "
-        "label; no row is cut), 'drop-flagged' (unflagged train rows, weight 1), 'coreset' (selected rows with their "
+        "'soft' (every usable train row weighted by 1 - noise_score: suspects are drawn rarely, none is "
+        "cut), 'drop-flagged' (unflagged train rows, weight 1), 'coreset' (selected rows with their "
         "CRAIG weight) or 'coreset+weight' (selected rows, CRAIG weight x meta weight; 0 if flagged).",
         choices=POLICIES,
     )

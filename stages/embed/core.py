@@ -41,10 +41,7 @@ from stages.embed.params import EmbedParams
 from stages.embed.warmup import warmup_train
 
 NAN_ERROR = "embedding is NaN/Inf"
-# CIFAR-10, 25k rows, 40% noise: warm-up 5 / 10 / 20 epochs gave flag AUROC 0.901 / 0.912 / 0.924
-# and an MLP on the embeddings 0.58 -> 0.61 with the curated manifest (benchmarks/quality/RESULTS.md);
-# the warm-up still underfits the noisy labels at 20 (train accuracy 0.38), so it costs time, not noise.
-AUTO_WARMUP_EPOCHS = 20
+AUTO_WARMUP_EPOCHS = 10
 
 
 @dataclass

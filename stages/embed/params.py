@@ -51,7 +51,8 @@ class EmbedParams:
     warmup: int = option(
         -1,
         "Epochs to train the backbone on train+trusted before embedding; -1 = auto "
-        "(10 for a randomly initialised network, 0 with --weights or --model-file).",
+        "(10 for a randomly initialised network, 0 with --weights or --model-file). Large datasets "
+        "want more: 20 gave better flags on 25k CIFAR-10 images and worse on 1.8k digits.",
     )
     warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay).")
     warmup_batch_size: int = option(128, "Warmup mini-batch size.")

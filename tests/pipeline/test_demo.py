@@ -53,9 +53,10 @@ def test_demo_rerun_is_cached_and_inspect_reads_it(demo_run):
     assert res.exit_code == 1 and "nope" in res.output
 
 
-@pytest.mark.slow
-def test_train_on_embeddings_joins_them_from_the_features_table(demo_run, tmp_path):
-    """train.parquet carries no vectors: --features embedding joins embed's column by id."""
+@pytest.fixture
+def mlp_run(demo_run, tmp_path) -> tuple[Path, list[str], dict]:
+    """A copy of the demo run whose `winnow train` is an MLP on the embeddings (3 epochs):
+    the run directory, the common CLI arguments and the train metrics."""
     import shutil
 
     run = tmp_path / "run"
@@ -63,7 +64,13 @@ def test_train_on_embeddings_joins_them_from_the_features_table(demo_run, tmp_pa
     args = ["--run-dir", str(run), "--device", "cpu", "--json", "-q"]
     res = CliRunner().invoke(main, ["train", "--features", "embedding", "--model", "mlp", "--epochs", "3", *args])
     assert res.exit_code == 0, res.output
-    metrics = json.loads(res.stdout)["metrics"]
+    return run, args, json.loads(res.stdout)["metrics"]
+
+
+@pytest.mark.slow
+def test_train_on_embeddings_joins_them_from_the_features_table(mlp_run):
+    """train.parquet carries no vectors: --features embedding joins embed's column by id."""
+    run, args, metrics = mlp_run
     assert metrics["test_accuracy"] > 0.8, metrics
     res = CliRunner().invoke(main, ["evaluate", *args])
     assert res.exit_code == 0, res.output
@@ -75,9 +82,8 @@ def test_train_on_embeddings_joins_them_from_the_features_table(demo_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_evaluate_compares_export_policies(demo_run, tmp_path):
+def test_evaluate_compares_export_policies(mlp_run):
     """--policies trains `winnow train`'s model on train.parquet as each policy would write it."""
-    import shutil
     from dataclasses import replace
 
     from pipeline.rundir import RunDir
@@ -86,11 +92,7 @@ def test_evaluate_compares_export_policies(demo_run, tmp_path):
     from stages.train.core import train_model
     from stages.train.params import TrainParams
 
-    run = tmp_path / "run"
-    shutil.copytree(demo_run[0], run)
-    args = ["--run-dir", str(run), "--device", "cpu", "--json", "-q"]
-    res = CliRunner().invoke(main, ["train", "--features", "embedding", "--model", "mlp", "--epochs", "3", *args])
-    assert res.exit_code == 0, res.output
+    run, args, _ = mlp_run
     before = (run / "evaluate" / "evaluation.json").read_text()
     res = CliRunner().invoke(main, ["evaluate", "--no-downstream", "--policies", "soft,everything", *args])
     assert res.exit_code == 1 and "'everything'" in res.output and "soft" in res.output

@@ -164,4 +164,3 @@ def class_mix_weights(trusted_labels: np.ndarray, train_labels: np.ndarray, n_cl
     n_trusted_c = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = (n_train_c / np.maximum(n_trusted_c, 1))[y]
     return w if w.sum() > 0 else np.ones(len(y))
-

@@ -77,8 +77,8 @@ def _executor_options() -> list[click.Option]:
         click.Option(["--executor"], type=click.Choice(["local", "beam"]), default="local", show_default=True,
                      help="Run in this process (local) or as an Apache Beam pipeline (beam)."),
         click.Option(["--beam-option", "beam_option"], multiple=True, metavar="KEY=VALUE",
-                     help="Beam pipeline option (repeatable), e.g. runner=FlinkRunner; default: DirectRunner, "
-                          "2 local worker processes."),
+                     help="Beam pipeline option (repeatable), e.g. runner=FlinkRunner; default: Beam's "
+                          "local FnApiRunner (no Prism download), 2 worker processes."),
     ]
 
 

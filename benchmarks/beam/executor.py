@@ -1,4 +1,4 @@
-"""Beam executor (DirectRunner, multi-process, 2 workers) vs the local executor on CIFAR-10.
+"""Beam executor (default local runner, multi-process, 2 workers) vs the local executor on CIFAR-10.
 
 Runs ingest -> embed -> select -> export on the first ``--rows`` rows of
 /work/shared/data/cifar10/train.parquet, once per executor, each stage as its own ``winnow``
@@ -73,7 +73,7 @@ def run_stage(args: list[str]) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10000, help="first rows of CIFAR-10 train to use")
-    ap.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="local runner worker processes")
     a = ap.parse_args()
     if not CIFAR.is_file():
         sys.exit(f"{CIFAR} not found")
@@ -97,7 +97,7 @@ def main() -> None:
             digests[name][stage] = record["digest"]
             print(f"{name:5s} {stage:7s} {wall:7.1f} s  peak {peak / 2**20:7.0f} MiB", file=sys.stderr)
 
-    print(f"\nCIFAR-10 train, first {a.rows} rows (32x32 JPEG); DirectRunner multi_processing, "
+    print(f"\nCIFAR-10 train, first {a.rows} rows (32x32 JPEG); local runner multi_processing, "
           f"{a.workers} workers\n")
     print("| stage | local wall s | beam wall s | beam / local | local peak MiB | beam peak MiB (tree) | identical output |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -110,7 +110,7 @@ def main() -> None:
         print(f"| {stage} | {lw:.1f} | {bw:.1f} | {bw / lw:.2f} | {lp / 2**20:.0f} | {bp / 2**20:.0f} | {same} |")
     print(f"| total | {tot['local']:.1f} | {tot['beam']:.1f} | {tot['beam'] / tot['local']:.2f} | | | |")
     print("\nWall time includes process start-up (both executors) and, for beam, starting the "
-          "DirectRunner's worker processes for every pipeline; stage.json seconds:")
+          "local runner's worker processes for every pipeline; stage.json seconds:")
     print("\n| stage | local s | beam s |\n| --- | ---: | ---: |")
     for stage in stages(source):
         print(f"| {stage} | {results['local'][stage][2]:.1f} | {results['beam'][stage][2]:.1f} |")

@@ -1,7 +1,8 @@
 """``--beam-option KEY=VALUE`` -> :class:`PipelineOptions`, with offline, deterministic defaults.
 
-With no option the pipeline runs on the DirectRunner in multi-process mode
-(``direct_running_mode=multi_processing``, two workers): SDK workers are local Python
+With no option the pipeline runs on :class:`~pipeline.beam.local_runner.LocalRunner` (the
+DirectRunner's FnApiRunner, minus its attempt to download the Prism runner) in multi-process
+mode (``direct_running_mode=multi_processing``, two workers): SDK workers are local Python
 subprocesses, so nothing is downloaded and no job-server jar is needed.
 """
 
@@ -11,13 +12,17 @@ from collections.abc import Iterable
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+LOCAL_RUNNER = "pipeline.beam.local_runner.LocalRunner"
 DEFAULTS = {
-    "runner": "DirectRunner",
+    "runner": LOCAL_RUNNER,
     "direct_num_workers": "2",
     "direct_running_mode": "multi_processing",
     "default_sdk_harness_log_level": "WARNING",
 }
 
+
+# Runners that read the direct_* options (Beam's DirectRunner passes them to its FnApiRunner).
+DIRECT_RUNNERS = {LOCAL_RUNNER, "DirectRunner", "SwitchingDirectRunner", "FnApiRunner"}
 
 # Options winnow itself reads (not Beam's): model_copies = backbone copies per machine (embed).
 WINNOW_KEYS = ("model_copies",)
@@ -53,8 +58,8 @@ def parse_beam_options(values: Iterable[str]) -> dict[str, str]:
         if not sep or not key:
             raise ValueError(f"--beam-option {raw!r}: expected KEY=VALUE, e.g. runner=FlinkRunner")
         given[key.replace("-", "_")] = value
-    if given.get("runner", DEFAULTS["runner"]) != DEFAULTS["runner"]:  # direct_* only for the DirectRunner
-        for key in ("direct_num_workers", "direct_running_mode"):  # the log level applies to all
+    if given.get("runner", LOCAL_RUNNER) not in DIRECT_RUNNERS:  # others ignore direct_*; the log level is for all
+        for key in ("direct_num_workers", "direct_running_mode"):
             out.pop(key)
     out.update(given)
     return out

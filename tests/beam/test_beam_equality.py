@@ -1,4 +1,4 @@
-"""The demo data (digits) through ``--executor beam`` on the DirectRunner in multi-process mode
+"""The demo data (digits) through ``--executor beam`` on the default local runner in multi-process mode
 (two SDK worker processes, nothing downloaded) and through the local executor: every artifact
 of ingest, embed, select and export must match (ids, labels, errors, flags, selections
 exactly; vectors, probabilities, weights and scores within 1e-5).

@@ -1,6 +1,6 @@
 """export on Beam: the manifest rows (image bytes included) are joined by id with the export
 columns on the workers; the files must be byte-identical to the local stage's, whatever the
-manifest's row groups and the output sharding (fast: the in-process DirectRunner)."""
+manifest's row groups and the output sharding (fast: the in-process local runner)."""
 
 from __future__ import annotations
 

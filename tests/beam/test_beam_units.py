@@ -1,17 +1,20 @@
 """The Beam executor's parts, each against the local code path, on small inputs (fast: the
-in-process DirectRunner)."""
+in-process local runner)."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
+import tempfile
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 from click.testing import CliRunner
 from PIL import Image
 
@@ -26,10 +29,24 @@ IN_PROCESS = ("direct_running_mode=in_memory", "direct_num_workers=1")
 
 def test_options_default_to_offline_multiprocess_direct_runner():
     opts = parse_beam_options([])
-    assert opts["runner"] == "DirectRunner"
+    assert opts["runner"] == "pipeline.beam.local_runner.LocalRunner"
     assert opts["direct_running_mode"] == "multi_processing" and opts["direct_num_workers"] == "2"
     view = pipeline_options(["--direct-num-workers=3"]).get_all_options()
     assert view["direct_num_workers"] == 3 and view["direct_running_mode"] == "multi_processing"
+
+
+def test_default_runner_never_tries_prism(tmp_path, monkeypatch):
+    """Beam's DirectRunner first tries Prism (a binary download); the default must not."""
+    from apache_beam.runners.portability import job_server
+
+    started = []
+    monkeypatch.setattr(job_server.SubprocessJobServer, "start", lambda self: started.append(self))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where Prism's beam-temp* would go
+    with beam.Pipeline(options=pipeline_options(IN_PROCESS)) as p:
+        out = p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
+        assert_that(out, equal_to([2, 4, 6]))
+    assert started == [] and list(tmp_path.iterdir()) == []
+    assert parse_beam_options(["runner=DirectRunner"])["direct_num_workers"] == "2"  # kept for Beam's own
 
 
 def test_options_for_another_runner_drop_the_direct_runner_defaults():

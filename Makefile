@@ -27,9 +27,14 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The benchmarks take minutes to hours each (CIFAR-10 from ../shared/data); every table in
+# benchmarks/<area>/RESULTS.md names the command that made it. This installs what they need
+# and rebuilds BENCHMARKS.md from those files.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.collect
+	@echo "BENCHMARKS.md rebuilt; run a benchmark with the command above its table, e.g."
+	@echo "  $(BIN)/python -m benchmarks.weight.step_time --reps 30 --threads 1"
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

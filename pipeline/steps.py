@@ -257,7 +257,14 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     else:
         from models.registry import build_classifier
 
-        x = torch.from_numpy(decode_batch(manifest["image"].to_pylist(), manifest["uri"].to_pylist()))
+        # Only the rows trained on are decoded: a row ingest kept with an unreadable image has its
+        # ``error`` and no pixels; the others stay zeros and are never indexed.
+        used = np.union1d(train_rows, trusted_rows)
+        pixels = torch.from_numpy(decode_batch(
+            manifest["image"].take(used).to_pylist(), manifest["uri"].take(used).to_pylist(),
+            ids=[str(i) for i in manifest["id"].take(used).to_pylist()]))
+        x = torch.zeros((manifest.num_rows, *pixels.shape[1:]), dtype=pixels.dtype)
+        x[used] = pixels
         # The backbone embed resolved ('auto' -> e.g. small_cnn), from its warmed-up weights if any.
         embed_rec = ctx.run.record("embed") or {}
         model_name = embed_rec.get("metrics", {}).get("model") or embed_rec.get("params", {}).get("model", "auto")

@@ -58,16 +58,23 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_batch(images: list[bytes | None], uris: list[str | None]) -> np.ndarray:
+def decode_batch(images: list[bytes | None], uris: list[str | None], ids: list[str] | None = None) -> np.ndarray:
     """Decode equally sized images into an (n, C, H, W) float32 array in [0, 1].
 
-    Raises ValueError naming the first image whose size or channel count differs.
+    Raises ValueError naming the row (its ``ids`` entry, else its position) whose image cannot be
+    read or whose size or channel count differs from the first.
     """
-    arrays = [image_to_array(open_image(b, u)) for b, u in zip(images, uris)]
+    names = ids if ids is not None else [str(i) for i in range(len(images))]
+    arrays = []
+    for name, b, u in zip(names, images, uris):
+        try:
+            arrays.append(image_to_array(open_image(b, u)))
+        except ImageError as exc:
+            raise ImageError(f"row {name!r}: {exc}") from exc
     if not arrays:
         return np.zeros((0, 1, 1, 1), dtype=np.float32)
     shape = arrays[0].shape
-    for i, a in enumerate(arrays):
+    for name, a in zip(names, arrays):
         if a.shape != shape:
-            raise ValueError(f"image {i} has shape {a.shape}, the first has {shape}; resize images to one size first")
+            raise ValueError(f"row {name!r}: image shape {a.shape}, the first is {shape}; resize images to one size first")
     return np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / 255.0

@@ -86,20 +86,33 @@ def test_every_stage_option_is_settable_in_the_config():
 
 @pytest.mark.slow
 def test_weight_trainable_full_through_the_cli(tmp_path: Path):
-    """Full (backbone + head) training on images starts from embed's resolved, warmed-up backbone."""
+    """Full (backbone + head) training on images starts from embed's resolved, warmed-up backbone;
+    a row whose image ingest could not read keeps its error and is not decoded again."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
 
+    from stages.common.images import encode_png
+
+    digits = load_digits()
+    images = [encode_png((img * 16).clip(0, 255).astype(np.uint8)) for img in digits.images[:300]]
+    images[7] = b"not an image"
+    source = tmp_path / "digits.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(300)], "label": digits.target[:300].tolist(),
+                             "image": images}), source)
     runner = CliRunner()
-    run = ["--run-dir", str(tmp_path), "-q", "--device", "cpu"]
-    for args in (["ingest", "digits", "--max-rows", "300", "--trusted-per-class", "5", "--inject-noise", "uniform:0.3"],
+    run = ["--run-dir", str(tmp_path / "run"), "-q", "--device", "cpu"]
+    for args in (["ingest", str(source), "--trusted-per-class", "5", "--inject-noise", "uniform:0.3"],
                  ["embed", "--warmup", "1", "--folds", "2"],
                  ["weight", "--trainable", "full", "--epochs", "1", "--method", "l2rw"]):
         res = runner.invoke(main, args + run)
         assert res.exit_code == 0, res.output
-    weights = pq.read_table(tmp_path / "weight" / "weights.parquet")
-    manifest = pq.read_table(tmp_path / "ingest" / "manifest.parquet")
-    train = np.asarray(manifest["split"].to_pylist()) == "train"
+    weights = pq.read_table(tmp_path / "run" / "weight" / "weights.parquet")
+    manifest = pq.read_table(tmp_path / "run" / "ingest" / "manifest.parquet")
+    bad = np.asarray(manifest["id"].to_pylist()) == "d7"
+    assert "cannot decode image" in manifest["error"].to_pylist()[int(np.flatnonzero(bad)[0])]
+    train = (np.asarray(manifest["split"].to_pylist()) == "train") & ~bad
     seen = weights["times_seen"].to_numpy(zero_copy_only=False)
     assert np.all(seen[train] == 1) and weights["times_seen"].null_count == int((~train).sum())
 

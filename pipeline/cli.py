@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import sys
 import time
 import warnings
@@ -16,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline import steps as steps_mod
 from pipeline.beam import BEAM_STAGES, beam_adapter
@@ -117,11 +120,23 @@ def _report_outcome(outcome: StageOutcome, run: RunDir, quiet: bool) -> None:
     if quiet:
         return
     state = "cached" if outcome.cached else f"done in {outcome.seconds:.1f}s"
-    console.print(f"[bold]{outcome.stage}[/bold] {state} -> {run.stage_dir(outcome.stage)}")
+    console.print(f"[bold]{outcome.stage}[/bold] {state} -> {escape(str(run.stage_dir(outcome.stage)))}")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a weight outside the coreset, an undefined metric) as null: strict
+    JSON, which parsers such as JavaScript's ``JSON.parse`` accept."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(_json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False))
 
 
 def _stage_command(step: steps_mod.Step) -> click.Command:
@@ -179,6 +194,7 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
       winnow inspect --run-dir runs/d --top 20
     """
     from rich.table import Table
+    from rich.text import Text
 
     from stages.report.inspect import top_flagged
 
@@ -193,7 +209,8 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
     if json_out:
         _emit_json({"run_dir": str(run.root), "rows": rows})
         return
-    table = Table(title=f"top flagged examples in {run.root}")
+    # Ids, class names and uris are the user's: printed as text, never as Rich markup.
+    table = Table(title=f"top flagged examples in {escape(str(run.root))}")
     headers = {"id": "id", "label_name": "given", "suggested_label_name": "suggested", "noise_score": "noise score",
                "suggested_confidence": "confidence", "weight": "weight", "uri": "uri"}
     columns = [c for c in headers if any(r.get(c) is not None for r in rows)] or ["id"]
@@ -201,7 +218,8 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
         table.add_column(headers[c], overflow="fold", justify="right" if c in ("noise_score", "suggested_confidence",
                                                                              "weight") else "left")
     for r in rows:
-        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])) for c in columns])
+        table.add_row(*[Text(f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])))
+                        for c in columns])
     Console().print(table)
 
 

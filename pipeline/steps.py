@@ -545,6 +545,7 @@ def demo_summary(run: RunDir) -> dict[str, Any]:
 
 def print_demo(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="winnow demo: digits, 40% uniform label noise, 10 trusted images per class")
     table.add_column("measure")
@@ -556,14 +557,15 @@ def print_demo(summary: dict[str, Any], console: Any) -> None:
             table.add_row(f"test accuracy, {name} training", f"{acc['test_accuracy']:.3f}")
     console.print(table)
     for name, path in summary["manifests"].items():
-        console.print(f"{name}: {path}")
-    console.print(f"report: {summary['report']}")
+        console.print(Text(f"{name}: {path}"))
+    console.print(Text(f"report: {summary['report']}"))
     console.print(f"({summary.get('seconds', 0)} s)")
 
 
 def print_evaluation(run: RunDir, console: Any) -> None:
     """The evaluate stage's numbers as a table (what `winnow evaluate` shows a person)."""
     from rich.table import Table
+    from rich.text import Text
 
     evaluation = json.loads(run.path("evaluate", "evaluation.json").read_text())
     overall = evaluation["flags"]["overall"]
@@ -576,7 +578,7 @@ def print_evaluation(run: RunDir, console: Any) -> None:
 
     table.add_row("all", *[fmt(overall.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
     for name, m in evaluation["flags"].get("per_class", {}).items():
-        table.add_row(str(name), *[fmt(m.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
+        table.add_row(Text(str(name)), *[fmt(m.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
     console.print(table)
     for name, acc in evaluation.get("downstream", {}).items():
         if "test_accuracy" in acc:

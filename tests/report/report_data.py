@@ -13,13 +13,13 @@ EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_ID = "row\"7'<b>&"
 
 
-def make_curated(n: int = 160, *, seed: int = 0, truth: bool = True) -> pa.Table:
+def make_curated(n: int = 160, *, seed: int = 0, truth: bool = True, classes: list[str] | None = None) -> pa.Table:
     rng = np.random.default_rng(seed)
     digits = load_digits(n_class=4)
     idx = rng.choice(len(digits.target), n, replace=False)
     images = (digits.images[idx] * 255 / 16).clip(0, 255).astype(np.uint8)
     true_label = digits.target[idx].astype(np.int32)
-    classes = ["zero", "one", EVIL_CLASS, "three"]
+    classes = classes or ["zero", "one", EVIL_CLASS, "three"]
     split = np.where(np.arange(n) < n - 20, "train", "trusted")
     noisy = (rng.random(n) < 0.3) & (split == "train")
     label = np.where(noisy, (true_label + rng.integers(1, 4, n)) % 4, true_label).astype(np.int32)

@@ -52,3 +52,32 @@ def test_ties_keep_manifest_order_and_names_without_metadata():
     assert [r["id"] for r in rows] == ["b", "a", "c"]
     assert rows[0]["suggested_label_name"] == "cat" and rows[0]["weight"] is None
     assert [r["id"] for r in top_flagged(table, class_name="cat")] == ["a"]
+
+
+def test_cli_prints_user_strings_literally_and_json_without_nan(tmp_path, monkeypatch):
+    """Class names and ids that look like Rich markup are shown as they are (a closing tag used to
+    crash the table); a NaN weight (a row outside the coreset) is JSON null, not NaN."""
+    import json
+
+    import pyarrow.compute as pc
+    from click.testing import CliRunner
+
+    import pipeline.steps as steps
+    from pipeline.cli import main
+    from tests.report.report_data import make_curated
+
+    table = make_curated(classes=["[/x]", "[b]2[/]", "two", "3"])
+    weight = table.column("weight").to_numpy().copy()
+    weight[::2] = np.nan
+    table = table.set_column(table.schema.get_field_index("weight"), "weight", pa.array(weight, pa.float32()))
+    first = int(np.flatnonzero(pc.and_(table["noise_flag"], pc.is_null(table["error"])).to_numpy(zero_copy_only=False))[0])
+    ids = table.column("id").to_pylist()
+    ids[first] = "id[/]1"
+    table = table.set_column(0, "id", pa.array(ids))
+    monkeypatch.setattr(steps, "load_curated", lambda run: table)
+    res = CliRunner().invoke(main, ["inspect", "--run-dir", str(tmp_path), "--top", "200"])
+    assert res.exit_code == 0, res.output
+    assert "[/x]" in res.output and "[b]2[/]" in res.output and "id[/]1" in res.output
+    res = CliRunner().invoke(main, ["inspect", "--run-dir", str(tmp_path), "--top", "200", "--json"])
+    rows = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))["rows"]
+    assert any(r["weight"] is None for r in rows) and any(r["weight"] is not None for r in rows)

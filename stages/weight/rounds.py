@@ -289,12 +289,14 @@ class Trainer:
         t0 = time.perf_counter()
         model.train()
         order = d.active[torch.randperm(d.active.numel(), generator=self.gen).to(d.active.device)]
-        nb = max(1, -(-order.numel() // p.batch_size))
+        starts = list(range(0, order.numel(), p.batch_size))
+        if len(starts) > 1 and order.numel() - starts[-1] < 2:
+            starts.pop()  # a one-example remainder joins the last batch (Bilevel's validation split needs 2)
+        bounds = [*starts, order.numel()]
+        nb = len(starts)
         loss_sum, loss_n, lr = 0.0, 0, p.lr
         for b in range(nb):
-            idx = order[b * p.batch_size: (b + 1) * p.batch_size]
-            if idx.numel() == 0:
-                continue
+            idx = order[bounds[b]: bounds[b + 1]]
             lr = _lr_at(p, (e + b / nb) / p.epochs)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -131,6 +131,22 @@ def test_full_mode_with_a_small_cnn_and_paper_mode_bilevel():
     assert np.all(r.columns["times_seen"] == 1)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_one_example_remainder_joins_the_last_batch(method):
+    """41 = 2 x 20 + 1: BatchNorm (and Bilevel's validation split) cannot take a batch of one."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(41, 3, 6, 6, generator=g)
+    y = torch.randint(0, 3, (41,), generator=g)
+    p = WeightParams(method=method, trainable="full", epochs=1, batch_size=20, bilevel_batches=4)
+    r = run_weight(x, y, x[:6], y[:6], p, num_classes=3, model_factory=TinyCNN)
+    assert np.all(r.columns["times_seen"] == 1)
+    if method == "bilevel":
+        p = WeightParams(method=method, trainable="full", epochs=1, batch_size=20, bilevel_batches=4,
+                         bilevel_validation="train")
+        r = run_weight(x, y, x[:0], y[:0], p, num_classes=3, model_factory=TinyCNN)
+        assert r.columns["times_seen"].sum() == 41 - 5 - 6  # one validation group of each step's 4
+
+
 def test_errors_name_the_problem():
     x, y, tx, ty, _ = blobs()
     with pytest.raises(ValueError, match="trusted"):

@@ -166,6 +166,10 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     dev = resolve_device(device)
     generator = seed_everything(seed)
     ds, x, y, w = _inputs(train, params)
+    if len(y) < 2:
+        raise ValueError(f"the manifest has {len(y)} usable row; training needs at least 2")
+    if params.weighting == "loss" and not bool((w > 0).any()):
+        raise ValueError("every manifest weight is zero; nothing to train on (export with another --policy)")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"train labels span [{int(y.min())}, {int(y.max())}] but num_classes is {num_classes}")
     if model_factory is not None:
@@ -195,10 +199,11 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
         model.train()
         order = torch.tensor(list(sampler)) if sampler is not None else torch.randperm(n, generator=generator)
         total_loss, seen = 0.0, 0
-        for start in range(0, len(order), params.batch_size):
-            idx = order[start : start + params.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single example
-                continue
+        starts = list(range(0, len(order), params.batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] < 2:
+            starts.pop()  # a one-example remainder joins the last batch: BatchNorm needs two
+        for start, end in zip(starts, [*starts[1:], len(order)]):
+            idx = order[start:end]
             xb, yb = _as_float(x[idx], dev), y[idx].to(dev)
             if params.augment and xb.ndim == 4:
                 xb = _augment(xb, generator)

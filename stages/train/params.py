@@ -43,6 +43,8 @@ class TrainParams:
         for name in ("epochs", "batch_size", "hidden", "width", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"option --batch-size must be >= 2 (BatchNorm trains on two or more), got {self.batch_size}")
         if self.lr <= 0:
             raise ValueError(f"option --lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:

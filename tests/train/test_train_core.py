@@ -112,6 +112,31 @@ def test_model_factory_is_used_and_inputs_are_checked():
         TrainParams(weighting="sometimes")
     with pytest.raises(ValueError, match="--epochs"):
         TrainParams(epochs=0)
+    with pytest.raises(ValueError, match="--batch-size must be >= 2"):
+        TrainParams(batch_size=1)
+    with pytest.raises(ValueError, match="every manifest weight is zero"):
+        train_model(_feature_table(x, y, np.zeros(len(y))), None,
+                    TrainParams(features="embedding", epochs=1, weighting="loss"), num_classes=3)
+    with pytest.raises(ValueError, match="needs at least 2"):
+        train_model(_feature_table(x[:1], y[:1]), None, TrainParams(features="embedding", epochs=1), num_classes=3)
+
+
+def test_every_row_is_trained_on_each_epoch_even_a_one_row_remainder(monkeypatch):
+    """65 = 64 + 1 rows: the remainder joins the last batch instead of being skipped."""
+    import stages.train.core as core
+
+    x, y = _blobs(65, seed=0)
+    sizes = []
+    real = core.F.cross_entropy
+
+    def counting(logits, labels, *args, **kwargs):
+        sizes.append(len(labels))
+        return real(logits, labels, *args, **kwargs)
+
+    monkeypatch.setattr(core.F, "cross_entropy", counting)
+    train_model(_feature_table(x, y), None, TrainParams(features="embedding", epochs=2, batch_size=64),
+                num_classes=3)
+    assert sizes == [65, 65]
 
 
 def test_augment_crops_and_flips_without_changing_content():

@@ -8,10 +8,11 @@ none: 1). :class:`Recorder` keeps running sums, so memory is O(n * rounds) whate
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -191,6 +192,7 @@ class Trainer:
     def __init__(self, params: WeightParams, data: Data, model: nn.Module,
                  init_model: Callable[[int], dict[str, torch.Tensor]], *, seed: int) -> None:
         self.p, self.data, self.model, self.init_model, self.seed = params, data, model, init_model, seed
+        self._signature = self._describe()  # before training moves the coreset
         self.optimizer = self._make_optimizer()
         self.gen = torch.Generator().manual_seed(seed)
         self.recorder = Recorder(data.x.shape[0], params.rounds)
@@ -214,9 +216,19 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------
     def signature(self) -> dict[str, Any]:
-        p = self.p
-        return {"method": p.method, "rounds": p.rounds, "epochs": p.epochs, "n": int(self.data.x.shape[0]),
-                "seed": self.seed, "batch_size": p.batch_size}
+        """What a checkpoint must match to be resumed: every option, the seed, the data's shapes and
+        labels, the starting coreset and the model's parameter shapes."""
+        return self._signature
+
+    def _describe(self) -> dict[str, Any]:
+        d = self.data
+        digest = hashlib.sha256()
+        for t in (d.y, d.trusted_y, d.active, d.scale):
+            if t is not None:
+                digest.update(str(t.dtype).encode() + t.detach().cpu().contiguous().numpy().tobytes())
+        return {"params": asdict(self.p), "seed": self.seed, "x": list(d.x.shape), "trusted_x": list(d.trusted_x.shape),
+                "labels_and_coreset": digest.hexdigest(),
+                "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume bit-exactly (tensors, numbers, strings, lists, dicts)."""

@@ -96,6 +96,15 @@ def test_resume_after_interruption_gives_the_same_result(method):
     # A checkpoint of another configuration is ignored, not misapplied.
     other = run_weight(x, y, tx, ty, WeightParams(method="none", epochs=1), num_classes=3, checkpoints=store)
     assert np.all(other.columns["times_seen"] == 1)
+    # ... whatever option differs (found in review: lr, head, labels were not compared).
+    for changed in (dict(lr=0.05), dict(head="mlp"), dict(trusted_batch_size=7)):
+        q = WeightParams(method=method, rounds=2, epochs=2, round_init="restart", batch_size=20, **changed)
+        assert run_weight(x, y, tx, ty, q, num_classes=3, seed=3, checkpoints=store).metrics["resumed_from_epoch"] == 0
+    store = TorchSaveCheckpoints()
+    with pytest.raises(KeyboardInterrupt):
+        run_weight(x, y, tx, ty, p, num_classes=3, seed=3, checkpoints=store, on_epoch_end=stop)
+    flipped = (y + 1) % 3
+    assert run_weight(x, flipped, tx, ty, p, num_classes=3, seed=3, checkpoints=store).metrics["resumed_from_epoch"] == 0
 
 
 def test_coreset_subset_and_reselect():

@@ -67,7 +67,12 @@ def code_digest() -> str:
 
 
 def input_digests(run: RunDir, step: Step, params: Any) -> dict[str, str]:
-    """Digest of every input of ``step`` as it is now (upstream output digests and the code)."""
+    """Digest of every input of ``step`` as it is now (upstream output digests and the code).
+
+    Raises ValueError when an upstream stage's outputs were computed from an earlier version of
+    its own inputs (``winnow ingest`` re-run with new data, then ``winnow export`` alone): joining
+    them would mix two datasets with nothing to show for it.
+    """
     out: dict[str, str] = {"code": code_digest()}
     if step.name == "ingest":
         out["source"] = source_digest(params.source, params.trusted)
@@ -77,8 +82,28 @@ def input_digests(run: RunDir, step: Step, params: Any) -> dict[str, str]:
             if up in step.required:
                 run.path(up, "stage.json")  # raises StageMissing with the command to run
             continue
+        stale = outdated_input(run, up)
+        if stale is not None:
+            raise ValueError(
+                f"{up}'s outputs were computed from an earlier {stale} that has since been re-run; "
+                f"run `winnow {up} --run-dir {run.root}` again first (or `winnow run` for every stage)")
         out[up] = rec["digest"]
     return out
+
+
+def outdated_input(run: RunDir, stage: str) -> str | None:
+    """The upstream stage whose current outputs differ from those ``stage`` was computed from
+    (searched transitively), or None when ``stage`` is up to date."""
+    for up, digest in (run.record(stage) or {}).get("inputs", {}).items():
+        if up not in STEPS:
+            continue  # the code or ingest's source files: not another stage's outputs
+        current = run.record(up)
+        if current is None or current.get("digest") != digest:
+            return up
+        deeper = outdated_input(run, up)
+        if deeper is not None:
+            return deeper
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,3 +79,19 @@ def test_weight_resumes_after_kill9(tmp_path: Path, feature_table: Path, method:
     b = pq.read_table(fresh / "weight" / "weights.parquet")
     assert a.equals(b), "resumed run must equal the uninterrupted run"
     assert not (killed / ".work" / "weight").exists(), "checkpoints are removed once the stage commits"
+
+
+def test_a_stage_refuses_upstream_outputs_made_from_an_earlier_ingest(tmp_path: Path, feature_table: Path) -> None:
+    """ingest, embed; re-ingest other data; export alone must not join embed's old probabilities."""
+    run = tmp_path / "run"
+    _prepare(run, feature_table)
+    _winnow(["export", "--run-dir", str(run)])
+    _winnow(["ingest", str(feature_table), "--features", "embedding", "--run-dir", str(run),
+             "--inject-noise", "uniform:0.1"])
+    res = CliRunner().invoke(main, ["export", "--run-dir", str(run), "-q"])
+    assert res.exit_code == 1 and "embed's outputs were computed from an earlier ingest" in res.output
+    assert "winnow embed --run-dir" in res.output
+    _winnow(["embed", "--run-dir", str(run), "--model", "features", "--folds", "3"])
+    _winnow(["export", "--run-dir", str(run)])
+    manifest = pq.read_table(run / "ingest" / "manifest.parquet")
+    assert pq.read_table(run / "export" / "curated.parquet")["label"].equals(manifest["label"])

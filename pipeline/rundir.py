@@ -4,7 +4,10 @@ A stage writes its files into a hidden temporary folder; when it has finished, `
 is written there and the folder replaces the stage's folder by rename. A process killed at any
 moment therefore leaves either the previous good folder or the new one, never a half-written
 file: the only window (between the two renames of the swap) is repaired by :meth:`RunDir.recover`
-on the next start, which puts the previous folder back.
+on the next start, which puts the previous folder back. Each commit holds an ``flock`` on
+``.lock-<token>-<stage>`` while it runs, so that ``recover`` in another process (any command on
+the same run directory) leaves a live stage's folders alone; the kernel drops the lock when its
+process dies, however it dies.
 
 Resumable stages keep checkpoints in ``.work/<stage>/<cache key>/`` (see
 :class:`DiskCheckpoints`) until the stage commits.
@@ -12,6 +15,7 @@ Resumable stages keep checkpoints in ``.work/<stage>/<cache key>/`` (see
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -63,6 +67,37 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _owner_alive(path: Path) -> bool:
+    """Whether the process that made ``.tmp-<token>-<stage>`` (or ``.old-``/``.lock-``) still runs."""
+    token = path.name.split("-", 2)[1]
+    lock = path.parent / f".lock-{token}-{path.name.split('-', 2)[2]}"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (closing also releases a lock it just took)
+    return False
+
+
+def _locked(path: Path) -> Any:
+    """Create ``path`` and hold an exclusive lock on it (retrying if another process's
+    :meth:`RunDir.recover` removed the file between its creation and our lock)."""
+    while True:
+        f = open(path, "w")  # noqa: SIM115 (held until the commit ends)
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        except FileNotFoundError:
+            pass
+        f.close()
+
+
 class RunDir:
     """A run directory: ``<root>/<stage>/`` folders, each complete or absent."""
 
@@ -93,8 +128,13 @@ class RunDir:
         return None
 
     def recover(self) -> None:
-        """Undo what a killed process left: restore a swapped-out stage folder, drop temporaries."""
+        """Undo what a killed process left: restore a swapped-out stage folder, drop temporaries.
+
+        Folders of a commit whose process is still running (its lock is held) are left alone.
+        """
         for old in self.root.glob(".old-*"):
+            if _owner_alive(old):
+                continue
             stage = old.name.split("-", 2)[2]
             target = self.stage_dir(stage)
             if target.exists():
@@ -102,13 +142,25 @@ class RunDir:
             else:
                 os.replace(old, target)
         for tmp in self.root.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not _owner_alive(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+        for lock in self.root.glob(".lock-*"):
+            if not _owner_alive(lock):
+                lock.unlink(missing_ok=True)
 
     @contextmanager
     def commit(self, stage: str, record: dict[str, Any]) -> Iterator[Path]:
         """Yield an empty temporary folder for the stage's files; on success, fill in the output
         digests, write ``stage.json`` and swap the folder into place. On error nothing changes."""
         token = uuid.uuid4().hex[:8]
+        lock = _locked(self.root / f".lock-{token}-{stage}")
+        try:
+            yield from self._commit(stage, record, token)
+        finally:
+            os.unlink(lock.name)
+            lock.close()
+
+    def _commit(self, stage: str, record: dict[str, Any], token: str) -> Iterator[Path]:
         tmp = self.root / f".tmp-{token}-{stage}"
         tmp.mkdir()
         try:

@@ -4,10 +4,12 @@ A stage is skipped when its ``stage.json`` records the same cache key: the same 
 seed, device, winnow version and the same digests of its inputs (the upstream stages'
 output digests, or the source files for ingest). A changed parameter or input therefore
 re-runs the stage, and because its outputs change, every stage downstream of it as well.
+A stage whose recorded output files have been deleted since is run again rather than skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.rundir import DiskCheckpoints, RunDir, json_digest
+
+log = logging.getLogger(__name__)
 
 
 def versions() -> dict[str, str]:
@@ -82,7 +86,10 @@ def run_stage(
     key = json_digest(key_fields)
     previous = run.record(stage)
     if previous is not None and previous.get("cache_key") == key and not force:
-        return StageOutcome(stage, True, previous, 0.0, previous.get("metrics", {}))
+        missing = [name for name in previous.get("outputs", {}) if not (run.stage_dir(stage) / name).is_file()]
+        if not missing:
+            return StageOutcome(stage, True, previous, 0.0, previous.get("metrics", {}))
+        log.warning("%s: output(s) %s were removed since it ran; running it again", stage, ", ".join(missing[:3]))
     work = run.work_dir(stage, key)
     started = time.time()
     record: dict[str, Any] = {**key_fields, "cache_key": key, "versions": vers, "executor": executor}

@@ -84,6 +84,17 @@ def test_kill_between_the_two_renames_is_repaired(tmp_path: Path) -> None:
     assert run.record("stage")["params"] == {"v": 1}
 
 
+def test_another_command_leaves_a_running_stage_alone(tmp_path: Path) -> None:
+    """`winnow inspect` started while embed runs used to delete embed's temporary folder."""
+    run = RunDir(tmp_path / "run")
+    with run.commit("stage", {"params": {"v": 2}}) as out:
+        (out / "small.txt").write_text("new")
+        RunDir(run.root)  # what every command does first (flock conflicts across open files too)
+        assert (out / "small.txt").read_text() == "new"
+    assert run.record("stage")["params"] == {"v": 2}
+    assert sorted(p.name for p in run.root.iterdir()) == ["stage"]
+
+
 def test_failed_stage_leaves_nothing(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     with pytest.raises(RuntimeError):
@@ -120,6 +131,9 @@ def test_cache_hit_and_invalidation_downstream(tmp_path: Path) -> None:
     assert log == ["a", "b", "a", "b"], "a changed parameter re-runs the stage and everything downstream"
     pipeline(2, force=True)
     assert log[-1] == "a", "--force re-runs; the unchanged output keeps downstream cached"
+    (run.root / "a" / "out.txt").unlink()
+    pipeline(2)
+    assert log[-2:] == ["a", "a"] and (run.root / "a" / "out.txt").is_file(), "a deleted output is made again"
     out = run_stage(run, "a", params={"p": 2}, inputs={"src": "s2"}, adapter=_adapter(log, "a", "a2"), seed=0, device="cpu")
     assert not out.cached, "a changed input re-runs the stage"
     out = run_stage(run, "a", params={"p": 2}, inputs={"src": "s2"}, adapter=_adapter(log, "a", "a2"), seed=1, device="cpu")

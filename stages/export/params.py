@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from stages.common.params import option
+from stages.common.params import option, validate_choices
 
 POLICIES = ("weight", "soft", "drop-flagged", "coreset", "coreset+weight")
 CALIBRATIONS = ("auto", "noise-rate", "trusted-clean", "trusted-flips")
@@ -74,3 +75,24 @@ class ExportParams:
     shard_rows: int = option(
         500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."
     )
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"option --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("knn_k", "flip_repeats"):
+            if getattr(self, name) < 1:
+                raise bad(name, ">= 1")
+        if self.shard_rows < 0:
+            raise bad("shard_rows", ">= 0 (0: one file)")
+        for name in ("trusted_weight", "knn_smoothing", "meta_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "a finite number >= 0")
+        if not 0 <= self.meta_min_agreement <= 1:
+            raise bad("meta_min_agreement", "in [0, 1]")
+        if self.knn_weight is not None and not self.knn_weight <= 1:  # negative (or unset): chosen per run
+            raise bad("knn_weight", "in [0, 1] (or negative to choose it per run)")
+        if self.flag_threshold is not None and not self.flag_threshold <= 1:  # noise_score is in [0, 1]
+            raise bad("flag_threshold", "<= 1 (noise_score is in [0, 1]; negative to calibrate it)")

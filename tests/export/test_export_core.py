@@ -220,6 +220,17 @@ def test_bad_inputs_raise(run):
         export(bad, None, None, None, ExportParams())
 
 
+@pytest.mark.parametrize(("option", "value"), [("shard_rows", -1), ("trusted_weight", -2.0), ("knn_k", 0),
+                                               ("knn_weight", 1.5), ("flag_threshold", 2.0),
+                                               ("meta_min_agreement", 1.2), ("meta_weight", float("nan"))])
+def test_bad_options_name_themselves(option, value):
+    """--shard-rows -1 used to write empty outputs and report success; --trusted-weight -2 a
+    negative weight that only train refused."""
+    with pytest.raises(ValueError, match=f"option --{option.replace('_', '-')} must be"):
+        ExportParams(**{option: value})
+    ExportParams(knn_weight=-1.0, flag_threshold=-1.0, shard_rows=0)  # the documented "unset" values
+
+
 def test_deterministic(run):
     a = _run_export(run, calibration="trusted-flips")
     b = _run_export(run, calibration="trusted-flips")

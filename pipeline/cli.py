@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pyarrow as pa
 from rich.console import Console
 from rich.markup import escape
 
@@ -112,7 +113,7 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
             )
     except StageMissing as exc:
         raise InputError(str(exc)) from exc
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, pa.ArrowException) as exc:  # (Arrow: a file we cannot read)
         raise InputError(f"{step.name}: {exc}") from exc
 
 
@@ -148,7 +149,7 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
             params = build_params(step.params_cls, values, where=f"winnow {step.name}")
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        run = RunDir(run_dir)
+        run = _open_run(run_dir)
         outcome = execute(run, step, params, seed=seed, device=device, force=force,
                           executor=executor, beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet or json_out)
@@ -198,7 +199,7 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
 
     from stages.report.inspect import top_flagged
 
-    run = RunDir(run_dir)
+    run = _open_run(run_dir)
     try:
         curated = steps_mod.load_curated(run)
         rows = top_flagged(curated, class_name=class_name, top=top, min_score=min_score)
@@ -245,23 +246,51 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None
     try:
         cfg = load_config(config)
         plan = plan_from_config(cfg)
+        settings = run_settings(cfg)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    executor = str(cfg.get("executor", "local"))
-    if executor not in ("local", "beam"):
-        raise InputError(f"config: executor = {executor!r}; use \"local\" or \"beam\"")
-    beam_option = cfg.get("beam_option", [])
-    if threads is None:
-        threads = cfg.get("threads", 0)
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-            raise InputError(f"config: threads = {threads!r}; use a whole number >= 0 (0 = the libraries' default)")
-    run = RunDir(run_dir or Path(cfg.get("run_dir", "runs/default")))
-    outcomes = run_plan(run, plan, seed=int(cfg.get("seed", 0)), device=str(cfg.get("device", "auto")),
-                        force=force or bool(cfg.get("force", False)), quiet=quiet or json_out,
-                        executor=executor, beam_options=tuple([beam_option] if isinstance(beam_option, str) else beam_option),
-                        threads=threads)
+    run = _open_run(run_dir or Path(settings["run_dir"]))
+    outcomes = run_plan(run, plan, seed=settings["seed"], device=settings["device"],
+                        force=force or settings["force"], quiet=quiet or json_out, executor=settings["executor"],
+                        beam_options=settings["beam_option"],
+                        threads=settings["threads"] if threads is None else threads)
     if json_out:
         _emit_json({"run_dir": str(run.root), "stages": {o.stage: {"cached": o.cached, "metrics": o.metrics} for o in outcomes}})
+
+
+def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's top-level keys (:data:`RUN_KEYS`), checked, with their defaults filled in."""
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"config: {key} = {cfg[key]!r}; use {want}")
+
+    out: dict[str, Any] = {"run_dir": "runs/default", "seed": 0, "device": "auto", "executor": "local",
+                           "beam_option": (), "force": False, "threads": 0}
+    for key in ("run_dir", "device"):
+        if key in cfg and not isinstance(cfg[key], str):
+            raise bad(key, "a string")
+    for key in ("seed", "threads"):
+        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0):
+            raise bad(key, "a whole number >= 0" + (" (0 = the libraries' default)" if key == "threads" else ""))
+    if "force" in cfg and not isinstance(cfg["force"], bool):
+        raise bad("force", "true or false")
+    if cfg.get("executor", "local") not in ("local", "beam"):
+        raise bad("executor", '"local" or "beam"')
+    beam_option = cfg.get("beam_option", [])
+    if isinstance(beam_option, str):
+        beam_option = [beam_option]
+    if not isinstance(beam_option, list) or not all(isinstance(o, str) for o in beam_option):
+        raise bad("beam_option", 'a list of "KEY=VALUE" strings')
+    out.update({k: cfg[k] for k in out if k in cfg}, beam_option=tuple(beam_option))
+    return out
+
+
+def _open_run(path: Path) -> RunDir:
+    """The run directory, created if needed; an unusable path is the user's error, not a traceback."""
+    try:
+        return RunDir(path)
+    except OSError as exc:
+        raise InputError(f"cannot use {path} as the run directory: {exc.strerror or exc}") from exc
 
 
 def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
@@ -271,6 +300,8 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
         raise ValueError(f"config: unknown key(s) or stage(s) {unknown}; stages are {', '.join(steps_mod.STEPS)}, "
                          f"top-level keys are {', '.join(sorted(RUN_KEYS))}")
     names = cfg.get("stages") or [n for n in steps_mod.STEPS if n in cfg or n in steps_mod.DEFAULT_PLAN]
+    if not isinstance(names, list):
+        raise ValueError(f"config: stages = {names!r}; use a list such as [\"ingest\", \"embed\"]")
     plan = []
     for name in names:
         if name not in steps_mod.STEPS:
@@ -313,7 +344,7 @@ def demo_cmd(run_dir: Path, seed: int, device: str, threads: int, force: bool, j
       winnow demo --run-dir runs/demo
     """
     _setup_output(0, quiet, json_out)
-    run = RunDir(run_dir)
+    run = _open_run(run_dir)
     started = time.time()
     plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
             for name, values in steps_mod.DEMO_CONFIG.items()]

@@ -60,7 +60,8 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
         if value is None:
             coerced[key] = None
             continue
-        if target in (int, float) and isinstance(value, bool) or target is bool and not isinstance(value, bool):
+        if (target in (int, float) and isinstance(value, bool) or target is bool and not isinstance(value, bool)
+                or target is int and isinstance(value, float) and not value.is_integer()):  # 2.9 is not 2
             raise ValueError(f"{where}: option {key!r} must be of type {target.__name__}, got {value!r}")
         try:
             coerced[key] = target(value) if target in (int, float, str) else value

@@ -73,6 +73,28 @@ def test_config_plan_and_errors(tmp_path: Path):
     assert res.exit_code == 1 and "not valid TOML" in res.output
 
 
+@pytest.mark.parametrize(("toml", "message"), [
+    ('seed = "abc"', "seed = 'abc'; use a whole number >= 0"),
+    ("beam_option = 3", "beam_option = 3; use a list"),
+    ('stages = "ingest"', "stages = 'ingest'; use a list"),
+    ("force = 1", "force = 1; use true or false"),
+    ("[ingest]\ntrusted_per_class = 2.9", "option 'trusted_per_class' must be of type int, got 2.9"),
+])
+def test_bad_config_values_are_errors_not_tracebacks(tmp_path: Path, toml: str, message: str):
+    """Each of these used to raise a Python exception or be silently reinterpreted (found in review)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'run_dir = "{tmp_path / "run"}"\n{toml}\n')
+    res = CliRunner().invoke(main, ["run", str(cfg)])
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_cannot_be_created_is_an_error(tmp_path: Path):
+    (tmp_path / "afile").write_text("")
+    res = CliRunner().invoke(main, ["inspect", "--run-dir", str(tmp_path / "afile" / "sub")])
+    assert res.exit_code == 1 and "cannot use" in res.output and "as the run directory" in res.output
+
+
 def test_every_stage_option_is_settable_in_the_config():
     import dataclasses
 

@@ -95,6 +95,24 @@ def test_a_run_dir_that_cannot_be_created_is_an_error(tmp_path: Path):
     assert res.exit_code == 1 and "cannot use" in res.output and "as the run directory" in res.output
 
 
+def test_changing_an_image_a_manifest_names_reruns_ingest(tmp_path: Path):
+    import numpy as np
+
+    from stages.common.images import encode_png
+
+    rows = []
+    for i in range(12):
+        (tmp_path / f"{i}.png").write_bytes(encode_png(np.full((4, 4), i * 20, dtype=np.uint8)))
+        rows.append(f"{i}.png,{'ab'[i % 2]},{'trusted' if i < 4 else 'train'}")
+    (tmp_path / "m.csv").write_text("uri,label,split\n" + "\n".join(rows) + "\n")
+    args = ["ingest", str(tmp_path / "m.csv"), "--run-dir", str(tmp_path / "run"), "--json"]
+    first = json.loads(CliRunner().invoke(main, args).stdout)
+    assert json.loads(CliRunner().invoke(main, args).stdout)["cached"]
+    (tmp_path / "7.png").write_bytes(b"no longer an image")
+    again = json.loads(CliRunner().invoke(main, args).stdout)
+    assert not again["cached"] and again["metrics"]["errors"] == first["metrics"]["errors"] + 1
+
+
 def test_every_stage_option_is_settable_in_the_config():
     import dataclasses
 

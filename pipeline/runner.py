@@ -68,11 +68,14 @@ def run_stage(
     force: bool = False,
     executor: str = "local",
     beam_options: tuple[str, ...] = (),
+    threads: int | None = None,
 ) -> StageOutcome:
     """Run ``adapter`` unless the stage's cache key is unchanged (then return the cached record).
 
     ``inputs`` maps an input's name to its digest; ``adapter`` writes its files into
-    ``ctx.out`` and returns the stage's metrics.
+    ``ctx.out`` and returns the stage's metrics. ``threads`` (the CPU threads torch used) is
+    recorded, not part of the key: CPU results are bit-exact for one thread count, and a
+    chaotic computation (a long warm-up) can drift with another; the record says which.
     """
     vers = versions()
     key_fields = {
@@ -92,7 +95,8 @@ def run_stage(
         log.warning("%s: output(s) %s were removed since it ran; running it again", stage, ", ".join(missing[:3]))
     work = run.work_dir(stage, key)
     started = time.time()
-    record: dict[str, Any] = {**key_fields, "cache_key": key, "versions": vers, "executor": executor}
+    record: dict[str, Any] = {**key_fields, "cache_key": key, "versions": vers, "executor": executor,
+                              "threads": threads}
     with run.commit(stage, record) as out:
         ctx = StageContext(run, out, seed, device, DiskCheckpoints(work), executor, beam_options)
         metrics = adapter(ctx) or {}

@@ -179,6 +179,7 @@ def test_threads_apply_during_the_stage_and_are_restored(tmp_path: Path, monkeyp
     assert runner.invoke(main, base + ["--force", "--threads", "0"]).exit_code == 0
     assert seen == [(1, 1), (1, 1), before]
     assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+    assert json.loads((tmp_path / "ingest" / "stage.json").read_text())["threads"] == before[0]  # recorded
     res = runner.invoke(main, base + ["--threads", "-1"])
     assert res.exit_code == 2 and "--threads" in res.output
     cfg = tmp_path / "bad.toml"

@@ -27,6 +27,7 @@ from pipeline.runner import StageContext
 from stages.common import schema
 from stages.ingest.core import validate_image
 from stages.ingest.params import IngestParams
+from stages.ingest.sources import image_column
 
 BATCH_ROWS = 512  # rows per element sent to the workers
 
@@ -36,8 +37,14 @@ def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) 
     names = batch.schema.names
     n = batch.num_rows
     ids = pc.cast(batch.column(names.index("id")), pa.string()).to_pylist()
-    images = batch.column(names.index("image")).to_pylist() if "image" in names else [None] * n
     uris = pc.cast(batch.column(names.index("uri")), pa.string()).to_pylist() if "uri" in names else [None] * n
+    images: list[bytes | None] = [None] * n
+    if "image" in names:
+        column = batch.column(names.index("image"))
+        images, paths = image_column(pa.chunked_array([column]) if isinstance(column, pa.Array) else column,
+                                     Path(base or "."))
+        if paths is not None:  # Hugging Face's struct<bytes, path>: a row without bytes is read from its path
+            uris = [u if u is not None or b is not None else p for u, b, p in zip(uris, images, paths)]
     if base is not None:  # uris of a Parquet manifest are relative to the manifest, as in stages.ingest.sources
         uris = [None if u is None else str((Path(base) / u).resolve()) for u in uris]
     for i, image, uri in zip(ids, images, uris):

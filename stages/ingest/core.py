@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stages.common import schema
 from stages.common.arrow import vectors_to_arrow, with_metadata
@@ -141,8 +142,12 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
     if trusted is None:
         return table, emb, errors
     t = trusted.table.set_column(4, "split", pa.array([schema.TRUSTED] * trusted.table.num_rows, pa.string()))
+    table, t = _align_labels(table, raw.class_names, t, trusted.class_names)
     if table.schema.field("label_raw").type != t.schema.field("label_raw").type:
-        raise IngestError("the trusted manifest's labels must be of the same kind (integers or names) as the source's")
+        raise IngestError(
+            "the trusted manifest's labels must be of the same kind as the source's: both class indices (integers) "
+            "or both class names (text); write the same kind in both files"
+        )
     if (emb is None) != (trusted.embedding is None):
         raise IngestError("the trusted table must be a feature table exactly when the source is one (--features)")
     if emb is not None and trusted.embedding is not None:
@@ -151,6 +156,28 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
         emb = np.concatenate([emb, trusted.embedding])
     errors += list(trusted.extra.get("errors", [None] * t.num_rows))
     return pa.concat_tables([table, t.cast(table.schema)]), emb, errors
+
+
+def _align_labels(
+    table: pa.Table, classes: list[str] | None, trusted: pa.Table, trusted_classes: list[str] | None
+) -> tuple[pa.Table, pa.Table]:
+    """Compare labels by class name where a side names its classes itself (an image folder, digits):
+    a trusted folder's indices count its own sub-folders, which need not be the source's."""
+    if _is_int(trusted) and trusted_classes is not None:
+        trusted = _as_names(trusted, trusted_classes)
+    if _is_int(table) and not _is_int(trusted) and classes is not None:
+        table = _as_names(table, classes)
+    return table, trusted
+
+
+def _is_int(table: pa.Table) -> bool:
+    return pa.types.is_integer(table.schema.field("label_raw").type)
+
+
+def _as_names(table: pa.Table, classes: list[str]) -> pa.Table:
+    """Integer labels replaced by the names in ``classes`` that they index (null stays null)."""
+    names = pc.take(pa.array(classes, pa.string()), table["label_raw"])
+    return table.set_column(table.schema.get_field_index("label_raw"), "label_raw", names)
 
 
 def _check_unique_ids(ids: list[str]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.common.params import option
+from stages.common.params import option, validate_choices
+from stages.ingest.noise import parse_noise
 
 
 @dataclass(frozen=True)
@@ -12,10 +13,17 @@ class IngestParams:
     source: str = option(
         "digits",
         "What to ingest: 'digits' (scikit-learn's bundled 8x8 digits), an image folder "
-        "(root/<class>/<file>), a Parquet or CSV manifest, or a feature table (with --features).",
+        "(root/<class>/<file>), a Parquet or CSV manifest, or a feature table (with --features). "
+        "Labels are class indices (integers) or class names (text); in a CSV, ids are kept as written and a "
+        "label column of plain integers (3, or 3.0 as pandas writes them) holds indices, any other text "
+        "(cat, 03) names. An empty cell is missing: a missing label keeps its row with an error.",
         cli=False,
     )
-    trusted: str = option("", "A second manifest whose rows form the trusted (clean) split.")
+    trusted: str = option(
+        "",
+        "A second manifest or image folder whose rows form the trusted (clean) split; its labels are "
+        "matched to the source's classes by name (by index when both hold integers).",
+    )
     trusted_per_class: int = option(0, "Sample this many trusted rows per class (seeded; for experiments).")
     features: str = option("", "Treat the source as a feature table and use this column as the embedding.")
     inject_noise: str = option(
@@ -30,3 +38,17 @@ class IngestParams:
     allow_missing_trusted: bool = option(False, "Allow classes that have no trusted example.")
     max_rows: int = option(0, "Read at most this many rows of the source (0 = all).")
     decode_workers: int = option(0, "Threads that decode images to validate them (0 = one per core).")
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        if self.inject_noise:
+            parse_noise(self.inject_noise)
+        if self.test_fraction != -1 and not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(
+                f"option --test-fraction must be in [0, 1), or -1 for the default, got {self.test_fraction}"
+            )
+        if self.imbalance < 1:
+            raise ValueError(f"option --imbalance is a max/min class ratio and must be >= 1 (1 = off), got {self.imbalance}")
+        for name, meaning in (("trusted_per_class", "none"), ("max_rows", "all rows"), ("decode_workers", "one per core")):
+            if getattr(self, name) < 0:
+                raise ValueError(f"option --{name.replace('_', '-')} must be >= 0 (0 = {meaning}), got {getattr(self, name)}")

@@ -1,11 +1,12 @@
 """Readers for every supported source. Each returns a :class:`RawSource` whose table has the
 manifest columns ``id, uri, image, label_raw, split`` (split may be null) in source order.
 
-Labels stay raw here (ints or names): :mod:`stages.ingest.labels` maps them to class indices.
+Labels stay raw here (ints or names): :func:`stages.ingest.core._map_labels` maps them to class indices.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import pyarrow.parquet as pq
 from stages.common.images import encode_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Read as text from CSV: type guessing would turn id "007" into 7 and a class "03" into index 3.
+CSV_TEXT_COLUMNS = ("id", "label", "uri", "split")
+# A CSV label that is a plain integer (or one written as pandas writes floats, "3.0") is a class
+# index, as in an integer Parquet column; any other text ("cat", "03") is a class name.
+_INDEX_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.0)?")
+_INT32_MAX = 2**31 - 1
 
 
 class SourceError(ValueError):
@@ -54,10 +61,17 @@ def read_source(source: str, *, features: str = "", max_rows: int = 0) -> RawSou
         else:
             raise SourceError(f"source {source!r}: unsupported file type {path.suffix!r}; use .parquet or .csv")
     if max_rows and raw.table.num_rows > max_rows:
-        raw.table = raw.table.slice(0, max_rows)
-        if raw.embedding is not None:
-            raw.embedding = raw.embedding[:max_rows]
+        _head(raw, max_rows)
     return raw
+
+
+def _head(raw: RawSource, n: int) -> None:
+    """Keep the first ``n`` rows of every per-row field (table, embedding, row errors) alike."""
+    raw.table = raw.table.slice(0, n)
+    if raw.embedding is not None:
+        raw.embedding = raw.embedding[:n]
+    if "errors" in raw.extra:
+        raw.extra["errors"] = raw.extra["errors"][:n]
 
 
 def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Array, split: list | None) -> pa.Table:
@@ -105,10 +119,15 @@ def read_image_folder(root: Path) -> RawSource:
 def read_table_file(path: Path, *, features: str) -> RawSource:
     """A Parquet or CSV manifest (``id``, ``label``, ``uri`` or ``image``, optional ``split``),
     or a feature table (``id``, ``label``, and the embedding column named by ``features``)."""
+    is_csv = path.suffix.lower() in {".csv", ".tsv"}
     try:
-        if path.suffix.lower() in {".csv", ".tsv"}:
+        if is_csv:
             opts = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            table = pacsv.read_csv(path, parse_options=opts)
+            # Only an empty cell is missing: "NA" or "null" may well be an id or a class name.
+            convert = pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in CSV_TEXT_COLUMNS}, strings_can_be_null=True, null_values=[""]
+            )
+            table = pacsv.read_csv(path, parse_options=opts, convert_options=convert)
         else:
             table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -117,17 +136,13 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
     if "label" not in cols:
         raise SourceError(f"{path}: no 'label' column (columns are: {', '.join(table.column_names)})")
     n = table.num_rows
+    if n == 0:
+        raise SourceError(f"{path} has no rows (only a header or a schema); nothing to ingest")
     ids = [str(v) for v in table["id"].to_pylist()] if "id" in cols else [f"row-{i}" for i in range(n)]
     if "id" in cols and table["id"].null_count:
         first = table["id"].is_null().to_pylist().index(True)
         raise SourceError(f"{path}: row {first} has no id; every row needs a unique id")
-    labels = table["label"].combine_chunks()
-    if pa.types.is_integer(labels.type):
-        labels = labels.cast(pa.int32())
-    elif pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
-        labels = labels.cast(pa.string())
-    else:
-        raise SourceError(f"{path}: 'label' must be integers or class names, got {labels.type}")
+    labels = _labels(table["label"], path, ids, from_text=is_csv)
     split = table["split"].cast(pa.string()).to_pylist() if "split" in cols else None
 
     embedding = None
@@ -144,12 +159,87 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
                 f"{path}: needs a 'uri' column (image paths relative to the manifest) or an 'image' column "
                 "(encoded bytes); for precomputed embeddings pass --features COLUMN"
             )
+        base = path.resolve().parent
         if "uri" in cols:
-            base = path.resolve().parent
-            uris = [None if u is None else str((base / u).resolve()) for u in table["uri"].cast(pa.string()).to_pylist()]
+            uris = [_resolve(base, u) for u in table["uri"].cast(pa.string()).to_pylist()]
         if "image" in cols:
-            images = table["image"].cast(pa.binary()).to_pylist()
+            images, paths = image_column(table["image"], path)
+            if paths is not None:  # a row without bytes is read from its path, as Hugging Face datasets does
+                uris = uris or [None] * n
+                uris = [u if u is not None or b is not None else _resolve(base, p) for u, b, p in zip(uris, images, paths)]
     return RawSource(_table(ids, uris, images, labels, split), None, embedding, description=str(path), extra=extra)
+
+
+def _resolve(base: Path, uri: str | None) -> str | None:
+    """An image path as an absolute path; relative paths are relative to the manifest's folder."""
+    return None if uri is None else str((base / uri).resolve())
+
+
+def _labels(column: pa.ChunkedArray, path: Path, ids: list[str], *, from_text: bool) -> pa.Array:
+    """The label column as int32 class indices or string class names, null where missing.
+
+    Categorical (dictionary) columns are decoded; float columns, as pandas writes integer labels
+    with a missing value, are indices when whole (NaN = missing); CSV text follows ``_INDEX_TEXT``.
+    """
+    labels = column.combine_chunks()
+    if pa.types.is_dictionary(labels.type):
+        labels = labels.dictionary_decode()
+    if pa.types.is_null(labels.type):  # every label missing: each row keeps that error
+        return labels.cast(pa.string())
+    if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        labels = labels.cast(pa.string())
+        texts = [v for v in labels.to_pylist() if v is not None]
+        if not (from_text and texts and all(_INDEX_TEXT.fullmatch(v) for v in texts)):
+            return labels
+        labels = labels.cast(pa.float64())
+    if pa.types.is_floating(labels.type):
+        labels = _whole_floats(labels.cast(pa.float64()), path, ids)
+    if not pa.types.is_integer(labels.type):
+        raise SourceError(
+            f"{path}: 'label' must hold class indices (integers) or class names (text), got {labels.type}; "
+            "convert the column to one of those (e.g. with pandas: df['label'] = df['label'].astype(str))"
+        )
+    big = np.flatnonzero(np.abs(labels.to_numpy(zero_copy_only=False).astype(np.float64)) > _INT32_MAX)  # null: NaN
+    if len(big):
+        i = int(big[0])
+        raise SourceError(f"{path}: row {i} (id {ids[i]!r}) has label {labels[i].as_py()}, too large for a class index")
+    return labels.cast(pa.int32())
+
+
+def _whole_floats(labels: pa.Array, path: Path, ids: list[str]) -> pa.Array:
+    """Float labels as int64 indices: NaN is a missing label, anything but a whole number an error."""
+    values = labels.to_numpy(zero_copy_only=False)  # nulls become NaN
+    finite = np.isfinite(values)
+    bad = np.flatnonzero(np.isinf(values) | (finite & (values != np.round(values))))
+    if len(bad):
+        i = int(bad[0])
+        raise SourceError(
+            f"{path}: row {i} (id {ids[i]!r}) has label {values[i]}, not a whole number; float labels must be "
+            "class indices (0, 1, ...) or empty/NaN for a missing label"
+        )
+    out = np.where(finite, values, 0).astype(np.int64)
+    return pa.array(out, pa.int64(), mask=~finite)
+
+
+def image_column(column: pa.ChunkedArray, path: Path) -> tuple[list[bytes | None], list[str | None] | None]:
+    """Encoded image bytes per row, plus each row's path when the column is the
+    ``struct<bytes, path>`` that Hugging Face ``datasets`` writes (else None)."""
+    col = column.combine_chunks()
+    if pa.types.is_struct(col.type) and {"bytes", "path"} <= {f.name for f in col.type}:
+        data, paths = col.field("bytes"), col.field("path")
+        if (pa.types.is_binary(data.type) or pa.types.is_large_binary(data.type)) and (
+            pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type) or pa.types.is_null(paths.type)
+        ):
+            valid = col.is_valid()  # a null struct has neither bytes nor path
+            data = pc.if_else(valid, data.cast(pa.binary()), pa.scalar(None, pa.binary()))
+            paths = pc.if_else(valid, paths.cast(pa.string()), pa.scalar(None, pa.string()))
+            return data.to_pylist(), paths.to_pylist()
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_null(col.type):
+        return col.cast(pa.binary()).to_pylist(), None
+    raise SourceError(
+        f"{path}: column 'image' must hold encoded image bytes (binary) or struct<bytes: binary, path: string> "
+        f"as Hugging Face datasets writes, got {col.type}; for image paths use a 'uri' column"
+    )
 
 
 def _vectors(column: pa.ChunkedArray, path: Path, name: str) -> tuple[np.ndarray, list[str | None]]:

@@ -192,3 +192,22 @@ def test_backbone_handler_matches_the_local_forward_pass_bitwise():
     got = [r.inference for r in handler.run_inference(examples[:6], model)]
     got += [r.inference for r in handler.run_inference(examples[6:], model)]
     np.testing.assert_array_equal(np.stack(got), expected[order])
+
+
+def test_ingest_on_the_workers_reads_a_hugging_face_image_struct(tmp_path: Path):
+    from pipeline.beam.ingest import beam_validator
+    from stages.ingest import IngestParams, ingest
+
+    (tmp_path / "on_disk.png").write_bytes(_png(7))
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = [{"bytes": _png(i * 20), "path": f"{i}.png"} for i in range(8)]
+    images += [{"bytes": None, "path": "on_disk.png"}, {"bytes": None, "path": "gone.png"}]
+    src = tmp_path / "hf.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(10)], "image": pa.array(images, image_type),
+                             "label": [i % 2 for i in range(10)]}), src)
+    params = IngestParams(source=str(src), trusted_per_class=1)
+    local = ingest(params, seed=5)
+    beam = ingest(params, seed=5, validate=beam_validator(params, pipeline_options(IN_PROCESS), tmp_path))
+    assert beam.manifest.equals(local.manifest)
+    errors = local.manifest["error"].to_pylist()
+    assert errors[:9] == [None] * 9 and "not found" in errors[9]

@@ -200,3 +200,128 @@ def test_imbalance_keep_never_empties_a_class():
     labels = np.repeat(np.arange(3), 10)
     kept = imbalance_keep(labels, np.arange(30), factor=1000, num_classes=3, rng=np.random.default_rng(0))
     assert set(labels[kept]) == {0, 1, 2}
+
+
+# --- labels, cells and options as users write them ------------------------------------------------
+
+
+def test_trusted_image_folder_is_matched_by_class_name(image_folder: Path, tmp_path: Path):
+    trusted = tmp_path / "clean"
+    for name, value in (("dog", 200), ("eel", 220)):
+        (trusted / name).mkdir(parents=True)
+        (trusted / name / "t.png").write_bytes(png_bytes(value, mode="RGB"))
+    m = ingest(IngestParams(source=str(image_folder), trusted=str(trusted), allow_missing_trusted=True)).manifest
+    rows = _split(m) == schema.TRUSTED
+    assert np.asarray(m["label_name"].to_pylist())[rows].tolist() == ["dog", "eel"], "by name, not by folder index"
+    assert class_names(m) == ["cat", "dog", "eel"]
+    (trusted / "yak").mkdir()
+    (trusted / "yak" / "t.png").write_bytes(png_bytes(1, mode="RGB"))
+    with pytest.raises(IngestError, match=r"unknown label name\(s\) \['yak'\]"):
+        ingest(IngestParams(source=str(image_folder), trusted=str(trusted), allow_missing_trusted=True))
+
+
+def test_image_folder_source_with_trusted_names_or_indices(image_folder: Path, tmp_path: Path):
+    for labels, expected in ((["eel", "cat", "dog"], [2, 0, 1]), ([2, 0, 1], [2, 0, 1])):
+        t = tmp_path / "t.parquet"
+        pq.write_table(pa.table({"id": ["t0", "t1", "t2"], "label": labels, "image": [png_bytes(5)] * 3}), t)
+        m = ingest(IngestParams(source=str(image_folder), trusted=str(t))).manifest
+        assert m["label"].to_pylist()[-3:] == expected
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for i in range(4):
+        (tmp_path / "img" / f"{i}.png").write_bytes(png_bytes(10 * i))
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    return path
+
+
+def test_csv_empty_cells_are_missing(tmp_path: Path):
+    path = _csv(tmp_path, "id,uri,label,split\na,img/0.png,cat,trusted\nb,img/1.png,dog,trusted\n"
+                          "c,img/2.png,,\nd,img/3.png,dog,\n")
+    m = ingest(IngestParams(source=str(path))).manifest
+    assert class_names(m) == ["cat", "dog"], "an empty label is no class"
+    assert m["error"].to_pylist() == [None, None, "label is missing", None], "the row is kept with its error"
+    assert _split(m).tolist() == ["trusted", "trusted", "train", "train"], "an empty split is unspecified"
+
+
+def test_csv_ids_and_label_names_are_kept_as_written(tmp_path: Path):
+    path = _csv(tmp_path, "id,uri,label\n00000,img/0.png,03\n001,img/1.png,07\n1,img/2.png,03\n0.5,img/3.png,07\n")
+    m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
+    assert m["id"].to_pylist() == ["00000", "001", "1", "0.5"]
+    assert class_names(m) == ["03", "07"] and m["label"].to_pylist() == [0, 1, 0, 1]
+
+
+def test_csv_integer_labels_as_pandas_writes_them_are_indices(tmp_path: Path):
+    path = _csv(tmp_path, "id,uri,label\na,img/0.png,0.0\nb,img/1.png,2.0\nc,img/2.png,\nd,img/3.png,2.0\n")
+    m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
+    assert class_names(m) == ["0", "1", "2"] and m["label"].to_pylist() == [0, 2, None, 2]
+    assert m["error"][2].as_py() == "label is missing"
+
+
+def test_float_and_categorical_labels(tmp_path: Path):
+    images = [png_bytes(i) for i in range(4)]
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"id": list("abcd"), "label": [0.0, 1.0, float("nan"), 1.0], "image": images}), path)
+    m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
+    assert m["label"].to_pylist() == [0, 1, None, 1] and m["error"][2].as_py() == "label is missing"
+    pq.write_table(pa.table({"id": list("abcd"), "label": [0.0, 1.5, 1.0, 2.5], "image": images}), path)
+    with pytest.raises(IngestError, match=r"row 1 \(id 'b'\) has label 1.5, not a whole number"):
+        ingest(IngestParams(source=str(path), allow_missing_trusted=True))
+    cats = pa.array(["dog", "cat", None, "dog"]).dictionary_encode()
+    pq.write_table(pa.table({"id": list("abcd"), "label": cats, "image": images}), path)
+    m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
+    assert class_names(m) == ["cat", "dog"] and m["label"].to_pylist() == [1, 0, None, 1]
+    pq.write_table(pa.table({"id": list("abcd"), "label": [True, False, True, False], "image": images}), path)
+    with pytest.raises(IngestError, match=r"got bool; convert the column"):
+        ingest(IngestParams(source=str(path), allow_missing_trusted=True))
+
+
+def test_feature_table_with_max_rows_keeps_row_errors_aligned(tmp_path: Path):
+    rows = [[float(i), 1.0] for i in range(6)]
+    rows[1] = [float("nan"), 1.0]
+    path = tmp_path / "feats.parquet"
+    pq.write_table(pa.table({"id": list("abcdef"), "label": [0, 1] * 3, "emb": rows}), path)
+    r = ingest(IngestParams(source=str(path), features="emb", max_rows=3, allow_missing_trusted=True))
+    assert r.manifest.num_rows == 3
+    assert [e is not None for e in r.manifest["error"].to_pylist()] == [False, True, False]
+
+
+def test_hugging_face_image_struct(tmp_path: Path):
+    (tmp_path / "2.png").write_bytes(png_bytes(2))
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = pa.array([{"bytes": png_bytes(0), "path": "0.png"}, {"bytes": png_bytes(1), "path": None},
+                       {"bytes": None, "path": "2.png"}, None], image_type)
+    path = tmp_path / "hf.parquet"
+    pq.write_table(pa.table({"id": list("abcd"), "image": images, "label": [0, 1, 0, 1]}), path)
+    m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
+    assert m["uri"].to_pylist() == [None, None, str((tmp_path / "2.png").resolve()), None], "a path only without bytes"
+    assert m["image"][0].as_py() == png_bytes(0)
+    assert m["error"].to_pylist() == [None, None, None, "row has neither image bytes nor uri"]
+    pq.write_table(pa.table({"id": ["a"], "image": [[1, 2]], "label": [0]}), path)
+    with pytest.raises(IngestError, match="column 'image' must hold encoded image bytes"):
+        ingest(IngestParams(source=str(path)))
+
+
+def test_header_only_csv(tmp_path: Path):
+    path = _csv(tmp_path, "id,uri,label\n")
+    with pytest.raises(IngestError, match="m.csv has no rows"):
+        ingest(IngestParams(source=str(path)))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"test_fraction": 1.5}, r"--test-fraction must be in \[0, 1\)"),
+        ({"test_fraction": -0.5}, r"--test-fraction must be in \[0, 1\)"),
+        ({"imbalance": 0.5}, "--imbalance .* must be >= 1"),
+        ({"max_rows": -5}, r"--max-rows must be >= 0 \(0 = all rows\)"),
+        ({"decode_workers": -1}, r"--decode-workers must be >= 0 \(0 = one per core\)"),
+        ({"trusted_per_class": -1}, "--trusted-per-class must be >= 0"),
+        ({"inject_noise": "gaussian:0.4"}, "--inject-noise"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        IngestParams(**options)

@@ -281,12 +281,12 @@ def _weights_section(v: _View, weight_curve: Mapping[str, Any] | None) -> str:
         curve = dict(weight_curve)
         x = curve.pop("x", None)
         series = {k: s for k, s in curve.items() if isinstance(s, (list, tuple, np.ndarray))}
-        if series:
-            parts.append("<h3>Weight curve</h3>" + _img(plots.curve_plot(series, x=x), "weight curve"))
-    else:
-        curves = _round_curves(v)
-        if curves:
-            parts.append("<h3>Mean weight per round</h3>" + _img(plots.curve_plot(curves), "mean weight per round"))
+        if series:  # Meta-Weight-Net's learnt loss -> weight function
+            parts.append("<h3>Weight curve</h3>" + _img(plots.curve_plot(
+                series, x=x, xlabel="per-example loss", ylabel="weight (Meta-Weight-Net)"), "weight curve"))
+    curves = _round_curves(v)
+    if curves:
+        parts.append("<h3>Mean weight per round</h3>" + _img(plots.curve_plot(curves), "mean weight per round"))
     return _section("weights", title, "".join(parts))
 
 

@@ -151,3 +151,22 @@ def test_summary_says_whether_the_meta_weights_were_used(curated):
         check = {"agreement_auroc": 0.88 if used else 0.56, "min_agreement": 0.7, "used": used}
         text = "".join(_parse(render_report(curated, {"meta_signal_check": check})).text)
         assert "meta weights in noise_score" in text and verdict in text
+
+
+def test_meta_weight_net_curve_is_labelled_as_such_and_rounds_still_shown(curated, monkeypatch):
+    """The loss -> weight curve was drawn with the per-round axes ("round", "mean weight"), and the
+    per-round curves disappeared whenever it was present (found in review)."""
+    from stages.report import plots
+
+    calls = []
+    real = plots.curve_plot
+
+    def spy(curves, **kw):
+        calls.append(kw)
+        return real(curves, **kw)
+
+    monkeypatch.setattr(plots, "curve_plot", spy)
+    page = _render(curated, weight_curve={"x": [0.0, 1.0, 2.0], "weight": [0.9, 0.5, 0.1]})
+    assert "Weight curve" in page and "Mean weight per round" in page
+    assert calls[0]["xlabel"] == "per-example loss" and "x" in calls[0]
+    assert calls[1].get("xlabel", "round") == "round"

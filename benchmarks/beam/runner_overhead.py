@@ -4,6 +4,8 @@
     python -m benchmarks.beam.runner_overhead
 """
 
+from __future__ import annotations
+
 import logging
 import time
 
@@ -11,13 +13,21 @@ import apache_beam as beam
 
 from pipeline.beam.options import pipeline_options
 
-logging.getLogger().setLevel(logging.ERROR)
-res = {"LocalRunner (default)": [], "DirectRunner": []}
-for rep in range(3):
-    for name, opts in (("LocalRunner (default)", []), ("DirectRunner", ["runner=DirectRunner"])):
-        t = time.perf_counter()
-        with beam.Pipeline(options=pipeline_options(opts)) as p:
-            p | beam.Create(list(range(100))) | beam.Map(lambda x: x + 1)
-        res[name].append(time.perf_counter() - t)
-for k, v in res.items():
-    print(f"{k}: median {sorted(v)[1]:.2f} s  {['%.2f' % x for x in v]}")
+RUNNERS = {"LocalRunner (default)": [], "DirectRunner": ["runner=DirectRunner"]}
+
+
+def main(reps: int = 3) -> None:
+    logging.getLogger().setLevel(logging.ERROR)
+    times: dict[str, list[float]] = {name: [] for name in RUNNERS}
+    for _ in range(reps):
+        for name, options in RUNNERS.items():
+            t = time.perf_counter()
+            with beam.Pipeline(options=pipeline_options(options)) as p:
+                _ = p | beam.Create(list(range(100))) | beam.Map(lambda x: x + 1)
+            times[name].append(time.perf_counter() - t)
+    for name, values in times.items():
+        print(f"{name}: median {sorted(values)[len(values) // 2]:.2f} s ({', '.join(f'{v:.2f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()

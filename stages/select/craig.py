@@ -11,7 +11,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from stages.select.knn import faiss_gpu_available
+from stages.select.knn import faiss_gpu_available, pair_sq_distances
 
 
 def assign_to_medoids(
@@ -37,12 +37,13 @@ def assign_to_medoids(
     if device != "cpu" and faiss_gpu_available():
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(np.ascontiguousarray(x_hat[medoids]))
-    ip, nearest = index.search(x_hat, 1)
+    _, nearest = index.search(x_hat, 1)
     assignment = medoids[nearest[:, 0]]
-    similarity = np.clip((1.0 + ip[:, 0]) * 0.5, 0.0, 1.0).astype(np.float32)
     # A medoid is its own cluster's centre even when a duplicate medoid ties with it.
     assignment[medoids] = medoids
-    similarity[medoids] = 1.0  # sim(i, i) = 1 by definition (also for all-zero vectors)
+    # Similarity in float64 (see stages.select.knn): exactly 1 for a medoid and its duplicates.
+    d2 = pair_sq_distances(x_hat, np.arange(x_hat.shape[0]), assignment)
+    similarity = np.clip(1.0 - d2 / 4.0, 0.0, 1.0).astype(np.float32)
     return assignment, similarity
 
 

@@ -46,7 +46,8 @@ class SelectParams:
     radius: float = option(
         0.0,
         "Set-cover ball radius in L2 distance between L2-normalised vectors (0..2). "
-        "0 = per class, the median distance to the k-th nearest neighbour.",
+        "0 = per class, the median distance to the k-th nearest neighbour (at least 4.9e-4). "
+        "Balls are inclusive: exact duplicates always share one.",
     )
     set_cover_weighting: str = option(
         "count",

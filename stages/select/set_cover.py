@@ -1,7 +1,8 @@
 """Greedy set cover of radius-r balls (the seed: "points ordered by number of neighbours within r").
 
-The ball of a point holds every point at L2 distance < r from it on the unit sphere (FAISS
-range search, see :mod:`stages.select.knn`); a point always lies in its own ball. Greedy picks
+The ball of a point holds every point at L2 distance <= r from it on the unit sphere (FAISS
+range search checked in float64, see :func:`stages.select.knn.range_search`); a point always
+lies in its own ball, and so do its exact duplicates, however small r is. Greedy picks
 the point whose ball holds the most still-uncovered points, until every point is covered or
 the budget is spent. Each pick's ``coreset_weight`` is the number of points it covered first.
 
@@ -18,28 +19,39 @@ Gains only shrink as points get covered, so lazy greedy gives exactly naive gree
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
 from stages.select.greedy import GreedyResult, lazy_greedy, row_positions, stochastic_greedy
-from stages.select.knn import IndexSpec, knn_search
+from stages.select.knn import EPS32, IndexSpec, knn_search, pair_sq_distances
+
+# The smallest distance FAISS's float32 inner products resolve on the unit sphere: 1 - 2^-24
+# is the largest float32 below 1, i.e. d^2 = 2 - 2 (1 - 2^-24) = 2 eps32. An automatic radius
+# below it would describe rounding, not the data; the ball test itself is exact at any radius.
+MIN_RADIUS = math.sqrt(2.0 * EPS32)
 
 
 def default_radius(x_hat: np.ndarray, k: int, spec: IndexSpec) -> float:
-    """Median distance to the k-th nearest neighbour (the default ``--radius``).
+    """Median distance to the k-th nearest neighbour, at least MIN_RADIUS (the default ``--radius``).
 
     A ball of this radius holds about k + 1 points around a typical point, so the cover needs
     on the order of n / (k + 1) centres: with the default k = 10 that is close to the default
-    10 % budget. Returns a value in (0, 2]; 2 (the whole sphere) for a single point.
+    10 % budget. When most points have k exact duplicates the median is 0; MIN_RADIUS (about
+    4.9e-4) then makes each ball hold a point's duplicates, and the cover picks one centre per
+    distinct vector. Returns a value in [MIN_RADIUS, 2]; 2 (the whole sphere) for a single point.
     """
-    ids, sims, _ = knn_search(x_hat, k, spec)
+    ids, _, _ = knn_search(x_hat, k, spec)
     if ids.shape[1] == 0:
         return 2.0
-    d2 = 4.0 * (1.0 - sims[:, -1].astype(np.float64))  # sim = 1 - d^2 / 4
-    d2 = d2[ids[:, -1] >= 0]
-    r = float(np.sqrt(np.median(d2))) if d2.size else 2.0
-    # Ties at distance exactly r fall outside (strict ball): nudge up so the k-th is inside.
-    return min(2.0, max(r * (1.0 + 1e-6), 1e-6))
+    found = np.flatnonzero(ids[:, -1] >= 0)
+    if found.size == 0:
+        return 2.0
+    # Exact float64 distances (the ball test's own), so the k-th neighbour of the median point
+    # is inside the (inclusive) ball of this radius.
+    d2 = pair_sq_distances(x_hat, found, ids[found, -1])
+    return min(2.0, max(math.sqrt(float(np.median(d2))), MIN_RADIUS))
 
 
 def ball_weights(ball: sp.csr_matrix, radius: float, weighting: str) -> sp.csr_matrix:

@@ -239,3 +239,55 @@ def test_gpu_faiss_gives_the_cpu_selection():
     # GPU GEMMs round differently, which can flip near-ties: compare quality, not identity.
     assert gpu.metrics["objective"] == pytest.approx(cpu.metrics["objective"], rel=1e-4)
     assert (cpu.columns["selected"] == gpu.columns["selected"]).mean() > 0.98
+
+
+# --- duplicates and zero vectors -------------------------------------------------------------
+
+
+def _two_vectors(copies=20, d=8):
+    """Two random vectors, each repeated (duplicated images, say); raw, not normalised.
+
+    The seeds are ones whose normalised float32 self inner product (FAISS's) rounds below 1.
+    """
+    seeds = {8: (2, 9), 512: (2, 7)}[d]
+    a, b = (np.random.default_rng(seed).normal(size=d).astype(np.float32) for seed in seeds)
+    return np.vstack([np.repeat(a[None], copies, 0), np.repeat(b[None], copies, 0)])
+
+
+@pytest.mark.parametrize("d", [8, 512])
+@pytest.mark.parametrize("radius", [0.0, 1e-6, 1e-4, 3e-4, 1e-3])  # 0.0 = automatic
+@pytest.mark.parametrize("budget", [0, 4])
+def test_set_cover_picks_one_centre_per_distinct_vector(d, radius, budget):
+    x = _two_vectors(d=d)
+    params = SelectParams(method="set-cover", budget=budget, radius=radius)
+    res = select(x, np.zeros(40, np.int64), np.ones(40, bool), params)
+    c = res.columns
+    assert np.flatnonzero(c["selected"]).tolist() == [0, 20]  # lowest index of each group
+    assert res.metrics["coverage"] == 1.0
+    np.testing.assert_array_equal(c["cluster_id"], np.repeat([0, 20], 20))
+    np.testing.assert_array_equal(c["coreset_weight"][[0, 20]], [20, 20])
+
+
+def test_zero_vectors_are_one_cluster_for_both_methods():
+    rng = np.random.default_rng(3)
+    x = np.vstack([np.zeros((10, 8)), rng.normal(size=(5, 8))]).astype(np.float32)
+    y = np.zeros(15, np.int64)
+    e = np.ones(15, bool)
+    sc = select(x[:10], y[:10], e[:10], SelectParams(method="set-cover", budget=0, radius=1.0))
+    assert sc.columns["selected"].sum() == 1 and sc.columns["coreset_weight"].max() == 10
+    fl = select(x[:10], y[:10], e[:10], SelectParams(budget=1))
+    assert fl.metrics["objective"] == 10.0 and fl.metrics["objective_graph"] == 10.0
+    # Mixed with real vectors: zeros stay together and apart from them (similarity 1/2).
+    mixed = select(x, y, e, SelectParams(method="set-cover", budget=0, radius=1.0))
+    zero_centre = mixed.columns["cluster_id"][:10]
+    assert (zero_centre == zero_centre[0]).all() and zero_centre[0] < 10
+    assert (mixed.columns["cluster_id"][10:] >= 10).all()
+
+
+def test_duplicates_have_facility_location_similarity_one():
+    x = _two_vectors(d=512)
+    res = select(x, np.zeros(40, np.int64), np.ones(40, bool), SelectParams(budget=2))
+    picked = np.flatnonzero(res.columns["selected"])
+    assert (picked // 20).tolist() == [0, 1]  # one medoid per distinct vector
+    np.testing.assert_array_equal(res.columns["coreset_weight"][picked], [20, 20])
+    assert res.metrics["objective"] == 40.0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.select.knn import IndexSpec, graph_from_neighbors, knn_graph, knn_search, normalize, range_search
+from stages.select.knn import (
+    IndexSpec,
+    graph_from_neighbors,
+    knn_graph,
+    knn_search,
+    normalize,
+    pair_sq_distances,
+    range_search,
+)
 
 
 def _data(n=200, d=16, seed=0):
@@ -17,11 +25,57 @@ def _dense_sim(x_hat):
     return (1.0 + x_hat.astype(np.float64) @ x_hat.T.astype(np.float64)) / 2.0
 
 
-def test_normalize_unit_rows_and_zero_rows_stay_zero():
-    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+def test_normalize_unit_rows_and_zero_rows_get_their_own_axis():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
     out = normalize(x)
-    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
-    assert out.dtype == np.float32 and x[0, 0] == 3.0  # input untouched
+    # Zero rows: identical to each other, orthogonal to the rest.
+    np.testing.assert_allclose(out, [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], rtol=1e-6)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and x[0, 0] == 3.0  # input untouched
+    assert normalize(x[:1]).shape == (1, 2)  # no zero row: no extra column
+
+
+def _duplicates(copies=20, d=256):
+    """Two random directions, each repeated; their float32 self inner products are 1 - 1.2e-7."""
+    a, b = (np.random.default_rng(seed).normal(size=d) for seed in (7, 15))
+    return normalize(np.vstack([np.repeat(a[None], copies, 0), np.repeat(b[None], copies, 0)]))
+
+
+def test_duplicates_have_similarity_exactly_one():
+    x = _duplicates()
+    ids, sims, _ = knn_search(x, 5, IndexSpec(kind="exact"))
+    assert ((ids < 20) == (np.arange(40) < 20)[:, None]).all()  # neighbours are the copies
+    assert (sims == 1.0).all()
+
+
+@pytest.mark.parametrize("radius", [0.0, 1e-6, 1e-4, 3e-4, 1e-3])
+def test_range_search_puts_duplicates_in_each_others_ball(radius):
+    x = _duplicates()
+    ball, _ = range_search(x, radius, IndexSpec(kind="exact"))
+    group = np.arange(40) // 20
+    expected = group[:, None] == group[None, :]
+    coo = ball.tocoo()
+    got = np.zeros((40, 40), bool)
+    got[coo.row, coo.col] = True
+    np.testing.assert_array_equal(got, expected)
+    assert (ball.data == 0).all()  # duplicates are at distance exactly 0
+
+
+def test_range_search_is_inclusive_at_the_radius():
+    x = _data(30, 8, seed=4)
+    r = float(np.sqrt(pair_sq_distances(x, [0], [1])[0]))  # a realised distance
+    ball, _ = range_search(x, r, IndexSpec(kind="exact"))
+    assert ball[0, 1] == pytest.approx(r * r) and 1 in ball[0].indices and 0 in ball[1].indices
+
+
+def test_zero_vectors_are_each_others_nearest_neighbours():
+    rng = np.random.default_rng(2)
+    x = normalize(np.vstack([np.zeros((4, 6)), rng.normal(size=(6, 6))]))
+    ids, sims, _ = knn_search(x, 3, IndexSpec(kind="exact"))
+    assert (ids[:4] < 4).all() and (sims[:4] == 1.0).all()
+    assert (ids[4:] >= 4).all() or np.allclose(sims[4:][ids[4:] < 4], 0.5)
+    ball, _ = range_search(x, 1.0, IndexSpec(kind="exact"))
+    np.testing.assert_array_equal(ball[:4].indices, np.tile(np.arange(4), 4))  # only each other
+    assert (ball[:4].data == 0).all()
 
 
 def test_knn_search_matches_brute_force():

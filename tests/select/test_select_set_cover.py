@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.select.knn import IndexSpec, knn_search, normalize, range_search
-from stages.select.set_cover import ball_weights, default_radius, greedy_set_cover
+from stages.select.set_cover import MIN_RADIUS, ball_weights, default_radius, greedy_set_cover
 
 
 def naive_set_cover(weights: np.ndarray, budget: int) -> tuple[list[int], list[float]]:
@@ -119,3 +119,43 @@ def test_rejects_bad_radius_and_weighting():
         greedy_set_cover(ball, 0.0, 0)
     with pytest.raises(ValueError, match="set-cover-weighting"):
         greedy_set_cover(ball, 0.5, 0, weighting="nope")
+
+
+# --- duplicates and zero vectors ------------------------------------------------------------
+
+
+def _two_vectors(copies=20, d=8):
+    """Two random vectors, each repeated (duplicated images, say); raw, not normalised.
+
+    The seeds are ones whose normalised float32 self inner product (FAISS's) rounds below 1.
+    """
+    seeds = {8: (2, 9), 512: (2, 7)}[d]
+    a, b = (np.random.default_rng(seed).normal(size=d).astype(np.float32) for seed in seeds)
+    return np.vstack([np.repeat(a[None], copies, 0), np.repeat(b[None], copies, 0)])
+
+
+def test_default_radius_of_duplicates_is_min_radius_and_holds_them():
+    x = normalize(_two_vectors())
+    r = default_radius(x, 10, IndexSpec(kind="exact"))
+    assert r == pytest.approx(MIN_RADIUS) and 4e-4 < r < 5e-4  # median k-th distance is 0
+    ball, _ = range_search(x, r, IndexSpec(kind="exact"))
+    assert (ball.getnnz(axis=1) == 20).all()
+
+
+@pytest.mark.parametrize("weighting", ["count", "density"])
+@pytest.mark.parametrize("d", [8, 512])
+def test_lazy_set_cover_equals_naive_with_duplicates(weighting, d):
+    # Duplicates of a few points plus distinct ones: ties everywhere, broken by lowest index.
+    rng = np.random.default_rng(d)
+    base = rng.normal(size=(30, d))
+    x = normalize(base[rng.integers(0, 30, 90)])
+    r = 0.9 * float(np.sqrt(np.median(2 - 2 * (x @ x.T))))
+    ball, _ = range_search(x, r, IndexSpec(kind="exact"))
+    res, _ = greedy_set_cover(ball, r, 0, weighting=weighting)
+    mask = np.zeros((90, 90), dtype=bool)
+    coo = ball.tocoo()
+    mask[coo.row, coo.col] = True
+    w = np.where(mask, np.maximum(ball_weights(ball, r, weighting).toarray(), 1e-300), 0.0)
+    ref, ref_gains = naive_set_cover(w, 0)
+    assert res.order.tolist() == ref
+    np.testing.assert_allclose(res.gains, ref_gains, rtol=1e-9, atol=1e-12)

@@ -218,15 +218,22 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
 
 
 def features_table(manifest: pa.Table, result: Any, params: Any) -> pa.Table:
-    """``features.parquet`` from an :class:`stages.embed.core.EmbedResult` (both executors)."""
+    """``features.parquet`` from an :class:`stages.embed.core.EmbedResult` (both executors).
+
+    ``error`` is the manifest's (ingest) error where there is one, else the error embed found:
+    a row that cannot be used keeps its reason in every table. Vectors are written as computed,
+    NaN included (never ``nan_to_num``: a zero vector would pass for data on a valid row).
+    """
     valid = np.asarray(result.valid, dtype=bool)
+    ingest_errors = manifest["error"].to_pylist()
+    errors = [ingest or found for ingest, found in zip(ingest_errors, result.errors)]
     table = pa.table(
         {
             "id": manifest["id"],
-            schema.EMBEDDING: vectors_to_arrow(np.nan_to_num(result.embedding), valid=valid),
-            schema.PROBS: vectors_to_arrow(np.nan_to_num(result.probs), valid=valid),
-            schema.GRAD_EMBEDDING: vectors_to_arrow(np.nan_to_num(result.grad_embedding), valid=valid),
-            "error": pa.array(result.errors, pa.string()),
+            schema.EMBEDDING: vectors_to_arrow(result.embedding, valid=valid),
+            schema.PROBS: vectors_to_arrow(result.probs, valid=valid),
+            schema.GRAD_EMBEDDING: vectors_to_arrow(result.grad_embedding, valid=valid),
+            "error": pa.array(errors, pa.string()),
         }
     )
     return with_metadata(table, classes=class_names(manifest), params=to_dict(params))
@@ -556,7 +563,7 @@ def _steps() -> dict[str, Step]:
         for s in [
             Step("ingest", IngestParams, (), (), ingest_adapter, "Read a source into a validated manifest with a trusted split."),
             Step("embed", EmbedParams, ("ingest",), (), embed_adapter,
-                 "Embeddings, out-of-sample probabilities and gradient embeddings."),
+                 "Embeddings, cross-fitted class probabilities and gradient embeddings."),
             Step("select", SelectParams, ("ingest",), ("embed",), select_adapter,
                  "Per-class coreset: facility location or set cover, with CRAIG weights."),
             Step("weight", WeightParams, ("ingest",), ("embed", "select"), weight_adapter,

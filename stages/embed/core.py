@@ -1,23 +1,29 @@
-"""The embed stage's pure core: manifest in, embeddings / out-of-sample probs / gradient embeddings out.
+"""The embed stage's pure core: manifest in, embeddings / cross-fitted probs / gradient embeddings out.
 
 Steps (all rows stay aligned with the manifest; rows with an ingest ``error`` get NaN vectors):
 
 1. backbone: a registry model (optionally from a local ``--weights`` file), a TorchScript /
    torch.export file, or no network at all (``features``: the ingest feature table);
-2. warm-up (``--warmup E``): train the backbone E epochs on train + trusted (:mod:`.warmup`);
+2. warm-up (``--warmup E``): train the backbone E epochs on train + trusted (:mod:`.warmup`),
+   i.e. on EVERY label the head is later cross-fitted on (see step 4);
    steps 1-2 are :func:`prepare_backbone`, which every executor calls;
 3. embedding: penultimate features, computed shard by shard; each finished shard is saved
    through ``checkpoints`` and reloaded by a rerun, so a killed run resumes and ends with the
    same result. A row whose image does not decode, or whose embedding is NaN/Inf, gets a new
    error and ``valid=False``;
-4. probs: K-fold cross-fitted head on the embeddings (:mod:`.crossfit`);
-5. grad_embedding: last-layer gradient embedding from the cross-fit head (:mod:`.gradembed`).
+4. probs: K-fold cross-fitted head on the embeddings (:mod:`.crossfit`). Only the head is
+   cross-fitted: after a warm-up the backbone has seen each row's own label, so the probs are
+   out of sample for the head only, and a long warm-up memorises flipped labels (digits, 40%
+   flips: argmax(probs) equals the flipped label for 1.5% of flipped rows at ``--warmup 10``,
+   7.9% at 20, 58% at 60). A row whose probs come out NaN/Inf gets an error;
+5. grad_embedding: last-layer gradient embedding from the cross-fit heads (:mod:`.gradembed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +47,7 @@ from stages.embed.params import EmbedParams
 from stages.embed.warmup import warmup_train
 
 NAN_ERROR = "embedding is NaN/Inf"
+HEAD_ERROR = "probs/grad_embedding are NaN/Inf: the cross-fitting head diverged"
 AUTO_WARMUP_EPOCHS = 10
 
 
@@ -51,10 +58,12 @@ class EmbedResult:
     Attributes
     ----------
     embedding : (n, d) float32 penultimate features; NaN rows where not ``valid``.
-    probs : (n, C) float32 out-of-sample class probabilities (rows sum to 1); NaN where not valid.
+    probs : (n, C) float32 cross-fitted class probabilities (rows sum to 1); NaN where not valid.
+        Out of sample for the head; a warm-up backbone was trained on every label (see above).
     grad_embedding : (n, g) float32 last-layer gradient embedding; NaN where not valid.
     valid : (n,) bool, False for rows with an ingest error or one found here.
-    errors : per row, the NEW error found here (undecodable image, NaN/Inf embedding), else None.
+    errors : per row, the NEW error found here (undecodable image, NaN/Inf embedding or probs),
+        else None; an ingest error is not repeated here (the adapter writes it to features.parquet).
     model_state : state_dict of the warmed-up backbone (CPU tensors) if warm-up ran, else None.
     metrics : images/s, timings, fold accuracies, shard counts.
     fold : (n,) int64 cross-fitting fold that held each labelled row out; -1 for rows scored by
@@ -72,14 +81,24 @@ class EmbedResult:
 
 
 def _check(params: EmbedParams, num_classes: int) -> None:
+    """Raise ValueError naming the option for any value the stage cannot use (not just a traceback later)."""
     validate_choices(params)
-    for name, low in (("batch_size", 1), ("shard_size", 1), ("folds", 2), ("head_iters", 1), ("head_hidden", 1)):
-        if getattr(params, name) < low:
-            raise ValueError(f"option --{name.replace('_', '-')}: must be >= {low}, got {getattr(params, name)}")
-    if params.grad_dim < 0:
-        raise ValueError(f"option --grad-dim: must be >= 0 (0 = no projection), got {params.grad_dim}")
+    for name, low, why in (
+        ("batch_size", 1, ""), ("shard_size", 1, ""), ("folds", 2, ""), ("head_iters", 1, ""), ("head_hidden", 1, ""),
+        ("warmup_batch_size", 2, " (BatchNorm needs two examples per training batch)"),
+        ("image_size", 0, " (0 = the model's default)"), ("warmup", -1, " (-1 = auto)"),
+        ("num_workers", -1, " (-1 = auto)"), ("grad_dim", 0, " (0 = no projection)"),
+    ):
+        value = getattr(params, name)
+        if value < low:
+            raise ValueError(f"option --{name.replace('_', '-')}: must be >= {low}{why}, got {value}")
+    for name, positive in (("head_weight_decay", False), ("warmup_lr", True), ("warmup_weight_decay", False)):
+        value = getattr(params, name)
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise ValueError(f"option --{name.replace('_', '-')}: must be a finite number "
+                             f"{'> 0' if positive else '>= 0'}, got {value}")
     if num_classes < 2:
-        raise ValueError(f"embed: num_classes must be >= 2, got {num_classes}")
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
 
 
 def _state_hash(module: nn.Module) -> str:
@@ -93,15 +112,24 @@ def _state_hash(module: nn.Module) -> str:
 def _manifest_arrays(manifest: pa.Table, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     missing = {"id", "label", "split", "error"} - set(manifest.column_names)
     if missing:
-        raise ValueError(f"embed: manifest lacks columns {sorted(missing)} (see stages.common.schema.MANIFEST_SCHEMA)")
+        raise ValueError(f"manifest lacks columns {sorted(missing)} (see stages.common.schema.MANIFEST_SCHEMA)")
     if "image" not in manifest.column_names and "uri" not in manifest.column_names:
-        raise ValueError("embed: manifest has neither an 'image' nor a 'uri' column")
+        raise ValueError("manifest has neither an 'image' nor a 'uri' column")
     ok = manifest.column("error").is_null().to_numpy(zero_copy_only=False)
     labels = manifest.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     split = np.asarray(manifest.column("split").to_pylist(), dtype=object)
     labelled = ok & np.isin(split, [schema.TRAIN, schema.TRUSTED]) & (labels >= 0) & (labels < num_classes)
     ids = np.asarray(manifest.column("id").to_pylist(), dtype=object)
     return ok, labels, labelled, ids
+
+
+def _has_images(manifest: pa.Table, ok: np.ndarray) -> bool:
+    """Whether any usable row has image bytes or a uri (a feature-table manifest has neither)."""
+    present = np.zeros(manifest.num_rows, bool)
+    for col in ("image", "uri"):
+        if col in manifest.column_names:
+            present |= manifest.column(col).is_valid().to_numpy(zero_copy_only=False)
+    return bool((present & ok).any())
 
 
 class Backbone:
@@ -156,7 +184,12 @@ def build_backbone(
     """
     rows = np.flatnonzero(ok)
     if len(rows) == 0:
-        raise ValueError("embed: every manifest row has an error; nothing to embed")
+        raise ValueError("every manifest row has an error; nothing to embed")
+    if not _has_images(manifest, ok):
+        asked = f"option --model-file {params.model_file}" if params.model_file else f"option --model {params.model}"
+        raise ValueError(f"{'the given network' if model is not None else asked}: the manifest has no images "
+                         "(ingest read a feature table, --features), so there is nothing for a network to embed; "
+                         "use --model features (or auto) to use the ingest feature table")
     channels, h, w = probe_image(manifest, rows)
     mode = "L" if channels == 1 else "RGB"
     if model is not None or params.model_file:
@@ -292,7 +325,7 @@ def run_embed(
             raise ValueError("--model features needs the ingest feature table (ingest --features COLUMN)")
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != n:
-            raise ValueError(f"embed: features must be (n={n}, d), got shape {features.shape}")
+            raise ValueError(f"features must be (n={n}, d), got shape {features.shape}")
         embedding = features.copy()
         embedding[~ok] = np.nan
         metrics.update(model="features", embed_seconds=0.0)
@@ -312,31 +345,74 @@ def run_embed(
     valid = ok & np.array([e is None for e in errors], dtype=bool)
     embedding = np.ascontiguousarray(embedding, dtype=np.float32)
     embedding[~valid] = np.nan
-    metrics["new_errors"] = int((ok & ~valid).sum())
 
     t0 = time.perf_counter()
     fit = labelled & valid
+    if not fit.any():
+        raise ValueError(_no_fit_rows_message(labelled, errors, ids, params, metrics))
     folds_of = None if fold_ids is None else np.asarray(fold_ids, np.int64)[fit]
     cf = crossfit(
         embedding, labels, fit, valid, num_classes, folds=params.folds, kind=params.head, hidden=params.head_hidden,
         iters=params.head_iters, weight_decay=params.head_weight_decay, seed=seed, device=dev, fold_ids=folds_of,
     )
-    metrics.update(
-        crossfit_seconds=time.perf_counter() - t0,
-        fold_accuracy=cf.fold_accuracy,
-        oof_accuracy=float((cf.probs[fit].argmax(1) == labels[fit]).mean()) if fit.any() else float("nan"),
-    )
+    metrics["crossfit_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     grad = gradient_embedding(
         cf.probs, labels, cf.last_input, kind=params.grad_kind,
         dim=params.grad_dim, seed=seed + 7919,
     )
-    grad[~valid] = np.nan
-    metrics.update(grad_seconds=time.perf_counter() - t0, total_seconds=time.perf_counter() - t_start)
+    probs = cf.probs
+    # A diverged head gives NaN/Inf probs: such a row gets an error, never zeros that pass for data.
+    diverged = valid & ~(np.isfinite(probs).all(1) & np.isfinite(grad).all(1))
+    if diverged.any() and diverged.sum() == valid.sum():
+        raise ValueError(
+            f"the cross-fitting head diverged on every row (probs or grad_embedding NaN/Inf); try --head linear, a larger "
+            f"--head-weight-decay (now {params.head_weight_decay}) or fewer --head-iters (now {params.head_iters}), "
+            "and check the embeddings' scale"
+        )
+    for r in np.flatnonzero(diverged):
+        errors[r] = HEAD_ERROR
+    valid &= ~diverged
+    fit &= valid
+    for arr in (embedding, probs, grad):
+        arr[~valid] = np.nan
+    metrics.update(
+        new_errors=int((ok & ~valid).sum()),
+        head_errors=int(diverged.sum()),
+        fold_accuracy=cf.fold_accuracy,
+        oof_accuracy=float((probs[fit].argmax(1) == labels[fit]).mean()) if fit.any() else float("nan"),
+        grad_seconds=time.perf_counter() - t0,
+        total_seconds=time.perf_counter() - t_start,
+    )
     return EmbedResult(
-        embedding=embedding, probs=cf.probs, grad_embedding=grad, valid=valid, errors=errors,
+        embedding=embedding, probs=probs, grad_embedding=grad, valid=valid, errors=errors,
         model_state=model_state, metrics=metrics, fold=cf.fold,
     )
+
+
+def _no_fit_rows_message(
+    labelled: np.ndarray, errors: list[str | None], ids: np.ndarray, params: EmbedParams, metrics: dict[str, Any],
+) -> str:
+    """Why no labelled row is left to cross-fit on, and what to do (instead of assign_folds' '0 rows')."""
+    if not labelled.any():
+        return ("no labelled row to fit the head on: it needs train or trusted rows with a known label and no "
+                "ingest error (see ingest's summary)")
+    rows = np.flatnonzero(labelled)
+    if all(errors[r] == NAN_ERROR for r in rows):
+        if metrics.get("warmup_epochs"):
+            losses = metrics.get("warmup_loss") or []
+            return (f"every labelled row's embedding is NaN/Inf after the {metrics['warmup_epochs']}-epoch warm-up "
+                    f"(training loss per epoch: {', '.join(f'{v:.3g}' for v in losses)}): the warm-up diverged; lower "
+                    f"--warmup-lr (now {params.warmup_lr})")
+        if metrics.get("model") == "features":
+            # (the Beam executor also comes here, with the backbone's embeddings as the features)
+            return ("the embeddings are NaN/Inf for every labelled row: fix the feature column given to ingest "
+                    "--features (or, on the Beam executor, the backbone: after a warm-up, lower --warmup-lr)")
+        return (f"the backbone ({metrics.get('model')}) gives NaN/Inf embeddings for every labelled row; check "
+                "--weights / --model-file")
+    first = next(r for r in rows if errors[r] is not None)
+    return (f"no labelled row could be embedded (e.g. row {ids[first]!r}: {errors[first]}); check that the "
+            "images are readable")
 
 
 def _warmup(
@@ -420,7 +496,7 @@ def _embed_shards(
 
     dims = {int(r["embedding"].shape[1]) for r in results.values() if r["embedding"].shape[1] > 0}
     if len(dims) > 1:
-        raise ValueError(f"embed: shards disagree on the embedding size {sorted(dims)}; rerun with a fresh stage folder")
+        raise ValueError(f"shards disagree on the embedding size {sorted(dims)}; rerun with a fresh stage folder")
     d = dims.pop() if dims else 1
     embedding = np.full((n, d), np.nan, np.float32)
     decode_errors: dict[int, str] = {}

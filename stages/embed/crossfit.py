@@ -1,11 +1,18 @@
-"""Out-of-sample class probabilities by K-fold cross-fitting a small head on the embeddings.
+"""Cross-fitted class probabilities: K-fold cross-fitting of a small head on the embeddings.
 
 Every labelled row (split train or trusted, valid, label in [0, C)) is put in one of K folds
 (stratified by label, seeded). The head trained on the other K-1 folds predicts its fold, so
-no labelled row is scored by a model that saw its label (cleanlab's CleanLearning does the
+no labelled row is scored by a HEAD that saw its label (cleanlab's CleanLearning does the
 same). Rows outside the folds (test split, unknown labels) are predicted by one more head
 trained on all labelled rows. Embeddings are standardised with the mean/std of all valid rows
 first: that uses no labels, so it leaks nothing across folds.
+
+Only the head is cross-fitted. When the embed stage warms up its backbone (``--warmup``), the
+backbone has trained on every labelled row, its own label included, so the probabilities are
+out of sample for the head but not for the embedding: a long warm-up memorises flipped labels
+and the "out-of-sample" probability then agrees with the wrong label (digits, 40% flips: the
+argmax equals the flipped label for 1.5% of flipped rows after 10 epochs, 7.9% after 20, 58%
+after 60). Pretrained ``--weights`` or the ingest feature table saw no label of this set.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ class CrossFit:
     ----------
     probs : (n, C) float32, softmax of ``logits``; NaN for rows not predicted.
     logits : (n, C) float32 logits of the head that scored the row.
-    last_input : (n, h) float32 input of the head's last linear layer for that row (the
-        standardised embedding for the linear head, the hidden activation for the mlp head).
+    last_input : (n, h) float32 input of the last linear layer of the head fitted on ALL
+        labelled rows, for every predicted row (the standardised embedding for the linear
+        head, that head's hidden activation for the mlp head): one feature space for all rows.
     fold : (n,) int64 fold that held the row out; -1 for rows predicted by the all-rows head
         or not predicted.
     fold_accuracy : accuracy of each fold's head on its held-out fold.
@@ -181,14 +189,24 @@ def crossfit(
         held = np.flatnonzero(folds_of == k)
         head = head_for(np.flatnonzero(folds_of != k), seed * 1000 + k)
         with torch.no_grad():
-            h, z = head(x_fit[torch.as_tensor(held, device=device)])
+            _, z = head(x_fit[torch.as_tensor(held, device=device)])
         rows = fit_rows[held]
-        logits[rows], last[rows], fold_col[rows] = z.cpu().numpy(), h.cpu().numpy(), k
+        logits[rows], fold_col[rows] = z.cpu().numpy(), k
         accs.append(float((z.argmax(1).cpu().numpy() == y_fit[held]).mean()) if len(held) else float("nan"))
-    if len(other_rows):
+    # The gradient embedding (p - y) (x) h is compared ACROSS rows, so h must come from one
+    # network for every row: hidden unit j of one fold's mlp head has nothing to do with unit j
+    # of another's, and per-fold h made rows cluster by fold instead of by gradient. So h is the
+    # all-rows head's (for the linear head h is the standardised embedding whichever head), and
+    # only p, which carries the label signal, stays out of sample from the fold heads.
+    predict_rows = np.flatnonzero(predict_mask)
+    if len(fit_rows) and (len(other_rows) or kind == "mlp"):
         head = head_for(np.arange(len(fit_rows)), seed * 1000 + folds)
         with torch.no_grad():
-            h, z = head(x_all[torch.as_tensor(other_rows, device=device)])
-        logits[other_rows], last[other_rows] = z.cpu().numpy(), h.cpu().numpy()
+            h, z = head(x_all[torch.as_tensor(predict_rows, device=device)])
+        last[predict_rows] = h.cpu().numpy()
+        is_other = ~fit_mask[predict_rows]
+        logits[other_rows] = z.cpu().numpy()[is_other]
+    else:
+        last[predict_rows] = x_all[torch.as_tensor(predict_rows, device=device)].cpu().numpy()
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     return CrossFit(probs=probs, logits=logits, last_input=last, fold=fold_col, fold_accuracy=accs)

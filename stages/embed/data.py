@@ -90,16 +90,19 @@ class BatchDecoder(Dataset):
 def probe_image(manifest: pa.Table, rows: np.ndarray) -> tuple[int, int, int]:
     """(channels, height, width) of the first decodable image among ``rows`` (1 for grayscale)."""
     cols = manifest.column_names
+    first_error = ""
     for r in rows[:64]:
         data = manifest.column("image")[int(r)].as_py() if "image" in cols else None
         uri = manifest.column("uri")[int(r)].as_py() if "uri" in cols else None
         try:
             img = open_image(data, uri)
-        except ImageError:
+        except ImageError as exc:
+            first_error = first_error or f"; row {manifest.column('id')[int(r)].as_py()!r}: {exc}"
             continue
         channels = 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
         return channels, img.size[1], img.size[0]
-    raise ValueError("embed: none of the first usable manifest rows has a decodable image")
+    raise ValueError(f"none of the first {min(len(rows), 64)} usable manifest rows has a decodable image"
+                     f"{first_error}; check that ingest can read the images")
 
 
 def auto_workers(requested: int, device: torch.device) -> int:

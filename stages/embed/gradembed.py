@@ -4,9 +4,11 @@ For cross-entropy with logits z = W h + b, the gradient of an example's loss wit
 the last layer's weights W is ``(softmax(z) - onehot(y)) h^T``: flattened, the "full"
 embedding of dimension C * dim(h). CRAIG's cheaper proxy keeps only the logit part
 ``softmax(z) - onehot(y)`` (dimension C), whose distances bound the full gradient's up to
-a constant. winnow evaluates both with the GIVEN label y and the cross-fit head's
-out-of-sample z (so a mislabelled example shows a large gradient, as it would when the
+a constant. winnow evaluates both with the GIVEN label y and the cross-fit heads'
+out-of-sample p (so a mislabelled example shows a large gradient, as it would when the
 trained model meets it); rows without a usable label use the predicted class, as BADGE does.
+h comes from ONE head (the one fitted on all labelled rows) for every row, so that distances
+between rows' gradients are taken in one feature space (see :func:`~.crossfit.crossfit`).
 """
 
 from __future__ import annotations

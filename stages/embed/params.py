@@ -36,11 +36,15 @@ class EmbedParams:
         "else cores // 4).",
     )
     amp: bool = option(True, "Mixed precision (bfloat16) on CUDA; ignored on CPU.")
-    folds: int = option(5, "Cross-fitting folds for the out-of-sample probabilities (>= 2).")
+    folds: int = option(
+        5,
+        "Cross-fitting folds for the probabilities (>= 2): out of sample for the head; a --warmup backbone has "
+        "trained on every label.",
+    )
     head: str = option("linear", "Cross-fitting head on the embeddings.", choices=("linear", "mlp"))
     head_hidden: int = option(256, "Hidden units of the mlp head.")
     head_iters: int = option(100, "L-BFGS iterations to fit each cross-fitting head.")
-    head_weight_decay: float = option(1e-3, "L2 penalty of the cross-fitting head's weights.")
+    head_weight_decay: float = option(1e-3, "L2 penalty of the cross-fitting head's weights (>= 0).")
     grad_kind: str = option(
         "full",
         "Gradient embedding: 'full' = (softmax(z) - onehot(y)) (x) h, the last-layer gradient; "
@@ -52,11 +56,12 @@ class EmbedParams:
         -1,
         "Epochs to train the backbone on train+trusted before embedding; -1 = auto "
         "(10 for a randomly initialised network, 0 with --weights or --model-file). Large datasets "
-        "want more: 20 gave better flags on 25k CIFAR-10 images and worse on 1.8k digits.",
+        "want more: 20 gave better flags on 25k CIFAR-10 images and worse on 1.8k digits. The warm-up sees "
+        "every label, so long ones memorise noisy labels and the probs then agree with them.",
     )
-    warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay).")
-    warmup_batch_size: int = option(128, "Warmup mini-batch size.")
-    warmup_weight_decay: float = option(5e-4, "Warmup SGD weight decay.")
+    warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay); lower it if the warm-up diverges.")
+    warmup_batch_size: int = option(128, "Warmup mini-batch size (>= 2: BatchNorm needs two examples).")
+    warmup_weight_decay: float = option(5e-4, "Warmup SGD weight decay (>= 0).")
     augment: str = option(
         "auto",
         "Warmup augmentation: natural = random crop + flip, digits = small shifts, none; auto picks by model.",

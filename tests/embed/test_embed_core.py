@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from torch import nn
@@ -193,3 +194,85 @@ def test_digits_warmup_gives_useful_out_of_sample_probs():
     p_given = res.probs[np.arange(len(labels)), labels]
     assert (res.probs.argmax(1) == d.target).mean() > 0.8  # recovers the true labels out of sample
     assert np.median(p_given[flip]) < 0.2 < np.median(p_given[~flip])  # noisy labels look unlikely
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("warmup_batch_size", 0, r"--warmup-batch-size: must be >= 2 \(BatchNorm"),
+        ("warmup_batch_size", 1, r"--warmup-batch-size: must be >= 2"),
+        ("head_weight_decay", -1.0, r"--head-weight-decay: must be a finite number >= 0"),
+        ("head_weight_decay", float("nan"), r"--head-weight-decay: must be a finite number >= 0"),
+        ("warmup_lr", float("nan"), r"--warmup-lr: must be a finite number > 0"),
+        ("warmup_lr", 0.0, r"--warmup-lr: must be a finite number > 0"),
+        ("warmup_weight_decay", float("inf"), r"--warmup-weight-decay: must be a finite number >= 0"),
+        ("image_size", -3, r"--image-size: must be >= 0"),
+        ("warmup", -5, r"--warmup: must be >= -1 \(-1 = auto\)"),
+        ("num_workers", -2, r"--num-workers: must be >= -1"),
+    ],
+)
+def test_bad_numeric_options_are_named_errors(option, value, match):
+    # Before: 0 raised ZeroDivisionError, 1 trained nothing, the rest ran or failed deep inside.
+    p = EmbedParams(**{**dict(model="small_cnn", weights="none", warmup=1, **FAST), option: value})
+    with pytest.raises(ValueError, match=match):
+        run_embed(make_manifest(8), p, num_classes=3)
+
+
+def test_diverged_warmup_is_named_not_a_folds_error():
+    p = EmbedParams(model="small_cnn", weights="none", warmup=1, warmup_lr=1e6, warmup_batch_size=4, **FAST)
+    with pytest.raises(ValueError, match=r"warm-up diverged; lower --warmup-lr \(now 1000000.0\)") as err:
+        run_embed(make_manifest(16), p, num_classes=3)
+    assert "--folds" not in str(err.value)
+
+
+def test_no_finite_labelled_embedding_says_why():
+    manifest = make_manifest(12, splits=("train", "test"))
+    feats = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    feats[::2] = np.nan  # every train row (the only labelled ones)
+    with pytest.raises(ValueError, match="embeddings are NaN/Inf for every labelled row: fix the feature column"):
+        run_embed(manifest, EmbedParams(model="features", **FAST), num_classes=3, features=feats)
+    with pytest.raises(ValueError, match="no labelled row"):
+        run_embed(make_manifest(12, splits=("test",)), EmbedParams(model="features", **FAST), num_classes=3,
+                  features=feats)
+
+
+def _crossfit_with_nan_rows(monkeypatch, rows):
+    from stages.embed import core
+
+    real = core.crossfit
+
+    def fake(*args, **kwargs):
+        cf = real(*args, **kwargs)
+        cf.probs[rows] = np.nan
+        return cf
+
+    monkeypatch.setattr(core, "crossfit", fake)
+
+
+def test_nan_probs_give_the_row_an_error_not_zeros(monkeypatch):
+    from stages.embed.core import HEAD_ERROR
+
+    manifest = make_manifest(12)
+    feats = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    _crossfit_with_nan_rows(monkeypatch, [3])
+    res = run_embed(manifest, EmbedParams(model="features", **FAST), num_classes=3, features=feats)
+    assert res.errors[3] == HEAD_ERROR and not res.valid[3]
+    for arr in (res.embedding, res.probs, res.grad_embedding):
+        assert np.isnan(arr[3]).all() and np.isfinite(np.delete(arr, 3, axis=0)).all()
+    assert res.metrics["head_errors"] == 1 and res.metrics["new_errors"] == 1
+
+    _crossfit_with_nan_rows(monkeypatch, slice(None))
+    with pytest.raises(ValueError, match="head diverged on every row"):
+        run_embed(manifest, EmbedParams(model="features", **FAST), num_classes=3, features=feats)
+
+
+def test_feature_table_manifest_with_a_network_suggests_model_features():
+    manifest = make_manifest(8)
+    manifest = manifest.set_column(manifest.schema.get_field_index("image"), "image",
+                                   pa.array([None] * 8, pa.binary()))
+    with pytest.raises(ValueError, match=r"^option --model small_cnn: the manifest has no images.*--model features"):
+        run_embed(manifest, EmbedParams(model="small_cnn", weights="none", **FAST), num_classes=3)
+    # No message of the stage's repeats the "embed:" prefix the CLI adds.
+    bad = manifest.set_column(manifest.schema.get_field_index("image"), "image", pa.array([b"x"] * 8))
+    with pytest.raises(ValueError, match=r"^none of the first 8 usable manifest rows has a decodable image; row 'r0'"):
+        run_embed(bad, EmbedParams(model="small_cnn", weights="none", **FAST), num_classes=3)

@@ -96,3 +96,36 @@ def test_stage_uses_given_folds_and_includes_trusted_rows_but_not_test_rows():
     assert (res.fold[split == "test"] == -1).all()
     np.testing.assert_array_equal(res.fold[split != "test"], folds[split != "test"])
     assert np.isfinite(res.probs).all()
+
+
+def test_mlp_last_input_of_every_row_comes_from_one_network():
+    # h of the gradient embedding (p - y) (x) h must live in one space for all rows: the fold
+    # heads' hidden units are unrelated, so per-fold h made rows cluster by fold.
+    x, y = _blobs(60)
+    fit = np.arange(60) < 45
+    cf = crossfit(x, y, fit, np.ones(60, bool), 3, folds=3, kind="mlp", hidden=8, iters=30, seed=2)
+    xs = standardise(x, np.ones(60, bool))
+    full = fit_head(xs[fit], torch.as_tensor(y[fit]), 3, kind="mlp", hidden=8, iters=30, seed=2 * 1000 + 3)
+    with torch.no_grad():
+        h, z = full(xs)
+    np.testing.assert_allclose(cf.last_input, h.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cf.logits[~fit], z.numpy()[~fit], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(cf.logits[fit], z.numpy()[fit], atol=1e-3)  # probs stay out of sample
+
+
+def test_mlp_gradient_embedding_does_not_cluster_by_fold():
+    from stages.embed.gradembed import gradient_embedding
+
+    x, y = _blobs(300, d=8)
+    fit = np.ones(len(y), bool)
+    cf = crossfit(x, y, fit, fit, 3, folds=5, kind="mlp", hidden=32, iters=50, seed=0)
+    g = gradient_embedding(cf.probs, y, cf.last_input)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    same = []
+    for c in range(3):
+        rows = np.flatnonzero(y == c)
+        s = g[rows] @ g[rows].T
+        np.fill_diagonal(s, -9)
+        nn_ = np.argsort(-s, 1)[:, :10]
+        same.append((cf.fold[rows][nn_] == cf.fold[rows][:, None]).mean())
+    assert np.mean(same) < 0.3  # chance is 1/5; per-fold hidden spaces gave far more

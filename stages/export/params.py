@@ -94,5 +94,5 @@ class ExportParams:
             raise bad("meta_min_agreement", "in [0, 1]")
         if self.knn_weight is not None and not self.knn_weight <= 1:  # negative (or unset): chosen per run
             raise bad("knn_weight", "in [0, 1] (or negative to choose it per run)")
-        if self.flag_threshold is not None and not self.flag_threshold <= 1:  # noise_score is in [0, 1]
-            raise bad("flag_threshold", "<= 1 (noise_score is in [0, 1]; negative to calibrate it)")
+        if self.flag_threshold is not None and math.isnan(self.flag_threshold):  # (above 1 flags nothing)
+            raise bad("flag_threshold", "a number (negative to calibrate it)")

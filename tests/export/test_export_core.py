@@ -221,7 +221,7 @@ def test_bad_inputs_raise(run):
 
 
 @pytest.mark.parametrize(("option", "value"), [("shard_rows", -1), ("trusted_weight", -2.0), ("knn_k", 0),
-                                               ("knn_weight", 1.5), ("flag_threshold", 2.0),
+                                               ("knn_weight", 1.5), ("flag_threshold", float("nan")),
                                                ("meta_min_agreement", 1.2), ("meta_weight", float("nan"))])
 def test_bad_options_name_themselves(option, value):
     """--shard-rows -1 used to write empty outputs and report success; --trusted-weight -2 a

@@ -155,13 +155,15 @@ def test_vectors_read_without_copy(tmp_path: Path) -> None:
 
     x = np.random.default_rng(0).normal(size=(1000, 16)).astype(np.float32)
     write_table(pa.table({"id": [str(i) for i in range(1000)], "v": vectors_to_arrow(x)}), tmp_path / "t.parquet")
-    before = pa.total_allocated_bytes()
     table = read_table(tmp_path / "t.parquet", columns=["v"])
-    after_read = pa.total_allocated_bytes()
     from stages.common.arrow import vectors_from_arrow
 
     v = vectors_from_arrow(table["v"])
-    assert pa.total_allocated_bytes() == after_read >= before, "converting to numpy must not allocate"
+    # The array is a view of Arrow's values buffer (the global allocation counter this test used
+    # to compare moved with other threads' frees when the whole suite ran).
+    assert table["v"].num_chunks == 1
+    buf = table["v"].chunk(0).values.buffers()[1]
+    assert buf.address <= v.__array_interface__["data"][0] < buf.address + buf.size, "must not copy"
     assert not v.flags.writeable and np.array_equal(v, x)
     assert np.array_equal(read_vectors(tmp_path / "t.parquet", "v"), x)
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.common.arrow import class_names as table_class_names
+from stages.common.batches import batch_bounds
 from stages.common.progress import track
 from stages.common.torch_utils import resolve_device, seed_everything
 from stages.train.dataset import ManifestDataset, weighted_loss, weighted_sampler
@@ -199,10 +200,7 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
         model.train()
         order = torch.tensor(list(sampler)) if sampler is not None else torch.randperm(n, generator=generator)
         total_loss, seen = 0.0, 0
-        starts = list(range(0, len(order), params.batch_size))
-        if len(starts) > 1 and len(order) - starts[-1] < 2:
-            starts.pop()  # a one-example remainder joins the last batch: BatchNorm needs two
-        for start, end in zip(starts, [*starts[1:], len(order)]):
+        for start, end in batch_bounds(len(order), params.batch_size):
             idx = order[start:end]
             xb, yb = _as_float(x[idx], dev), y[idx].to(dev)
             if params.augment and xb.ndim == 4:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.meta_weight_net import MetaWeightNet
+from stages.common.batches import batch_bounds
 from stages.common.checkpoint import Checkpoints
 from stages.common.progress import track
 from stages.weight.bilevel import bilevel_step, stratified_groups
@@ -301,14 +302,11 @@ class Trainer:
         t0 = time.perf_counter()
         model.train()
         order = d.active[torch.randperm(d.active.numel(), generator=self.gen).to(d.active.device)]
-        starts = list(range(0, order.numel(), p.batch_size))
-        if len(starts) > 1 and order.numel() - starts[-1] < 2:
-            starts.pop()  # a one-example remainder joins the last batch (Bilevel's validation split needs 2)
-        bounds = [*starts, order.numel()]
-        nb = len(starts)
+        bounds = batch_bounds(order.numel(), p.batch_size)
+        nb = len(bounds)
         loss_sum, loss_n, lr = 0.0, 0, p.lr
-        for b in range(nb):
-            idx = order[bounds[b]: bounds[b + 1]]
+        for b, (start, end) in enumerate(bounds):
+            idx = order[start:end]
             lr = _lr_at(p, (e + b / nb) / p.epochs)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -105,13 +105,11 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
         adapter = beam_adapter(step.name) if executor == "beam" else None
         if adapter is None:  # stages without a Beam version run (and are recorded) as local
             adapter, executor = step.adapter, "local"
-        with cpu_threads(threads):
-            import torch
-
+        with cpu_threads(threads) as used:
             return run_stage(
                 run, step.name, params=to_dict(params), inputs=inputs,
                 adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
-                executor=executor, beam_options=beam_options, threads=torch.get_num_threads(),
+                executor=executor, beam_options=beam_options, threads=used,
             )
     except StageMissing as exc:
         raise InputError(str(exc)) from exc

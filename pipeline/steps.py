@@ -38,6 +38,8 @@ def source_digest(*paths: str) -> str:
     """Fingerprint of ingest's sources: file sizes and modification times (not contents: an image
     folder can hold millions of files), including the image files a manifest's ``uri`` column
     names, or the scikit-learn version for the bundled digits."""
+    from stages.ingest.sources import referenced_image_files
+
     entries: list[Any] = []
     for p in paths:
         if not p:
@@ -49,7 +51,7 @@ def source_digest(*paths: str) -> str:
             continue
         path = Path(p).resolve()
         if path.is_file():
-            files = [path, *_referenced_files(path)]
+            files = [path, *referenced_image_files(path)]
         else:
             files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
         entries.append([str(path)] + [[str(f), *_stat(f)] for f in files])
@@ -62,27 +64,6 @@ def _stat(path: Path) -> list[int | None]:
     except OSError:
         return [None, None]  # missing: ingest keeps the row with its error; appearing later changes this
     return [st.st_size, st.st_mtime_ns]
-
-
-def _referenced_files(manifest: Path) -> list[Path]:
-    """The image files a Parquet/CSV manifest's ``uri`` column names (relative to its folder), in
-    row order; none for other files or when there is no such column (ingest reports that)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    try:
-        if manifest.suffix.lower() == ".parquet":
-            if "uri" not in pq.read_schema(manifest).names:
-                return []
-            uris = pq.read_table(manifest, columns=["uri"])["uri"]
-        elif manifest.suffix.lower() == ".csv":
-            uris = pacsv.read_csv(manifest, convert_options=pacsv.ConvertOptions(
-                include_columns=["uri"], column_types={"uri": pa.string()}))["uri"]
-        else:
-            return []
-    except (pa.ArrowException, OSError, KeyError):
-        return []  # unreadable, or no uri column: ingest itself says what is wrong
-    return [manifest.parent / u for u in uris.to_pylist() if u]  # (an absolute u stays itself)
 
 
 def code_digest() -> str:

@@ -30,8 +30,9 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def cpu_threads(threads: int) -> Iterator[None]:
-    """Within the block, torch and FAISS use ``threads`` CPU threads (0: leave their defaults).
+def cpu_threads(threads: int) -> Iterator[int]:
+    """Within the block, torch and FAISS use ``threads`` CPU threads (0: leave their defaults);
+    yields the count torch uses (what a run records).
 
     Why: on a shared or small machine, OpenMP threads spin-wait against other processes; one
     thread can be many times faster than two there. Restores the previous counts on exit.
@@ -39,7 +40,7 @@ def cpu_threads(threads: int) -> Iterator[None]:
     if threads < 0:
         raise ValueError(f"option --threads must be >= 0, got {threads}")
     if threads == 0:
-        yield
+        yield torch.get_num_threads()
         return
     import faiss  # only when asked: importing FAISS costs ~0.2 s
 
@@ -47,7 +48,7 @@ def cpu_threads(threads: int) -> Iterator[None]:
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(torch_before)
         faiss.omp_set_num_threads(faiss_before)

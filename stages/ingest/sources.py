@@ -121,15 +121,7 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
     or a feature table (``id``, ``label``, and the embedding column named by ``features``)."""
     is_csv = path.suffix.lower() in {".csv", ".tsv"}
     try:
-        if is_csv:
-            opts = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            # Only an empty cell is missing: "NA" or "null" may well be an id or a class name.
-            convert = pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in CSV_TEXT_COLUMNS}, strings_can_be_null=True, null_values=[""]
-            )
-            table = pacsv.read_csv(path, parse_options=opts, convert_options=convert)
-        else:
-            table = pq.read_table(path)
+        table = _read_file(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc
     cols = set(table.column_names)
@@ -168,6 +160,35 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
                 uris = uris or [None] * n
                 uris = [u if u is not None or b is not None else _resolve(base, p) for u, b, p in zip(uris, images, paths)]
     return RawSource(_table(ids, uris, images, labels, split), None, embedding, description=str(path), extra=extra)
+
+
+def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet or CSV/TSV file as a table (CSV: the reserved columns as text, only an empty
+    cell missing: "NA" or "null" may well be an id or a class name)."""
+    if path.suffix.lower() not in {".csv", ".tsv"}:
+        return pq.read_table(path, columns=columns)
+    opts = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in CSV_TEXT_COLUMNS}, strings_can_be_null=True, null_values=[""],
+        include_columns=columns,
+    )
+    return pacsv.read_csv(path, parse_options=opts, convert_options=convert)
+
+
+def referenced_image_files(path: Path) -> list[Path]:
+    """The image files a manifest's ``uri`` column names, resolved as ingest resolves them; none
+    for a file that is not a readable manifest with that column (ingest itself says what is wrong).
+    The stage cache fingerprints them: replacing an image must re-run ingest."""
+    if path.suffix.lower() not in {".parquet", ".csv", ".tsv"}:
+        return []
+    try:
+        if path.suffix.lower() == ".parquet" and "uri" not in pq.read_schema(path).names:
+            return []
+        uris = _read_file(path, ["uri"])["uri"].cast(pa.string()).to_pylist()
+    except (pa.ArrowException, OSError, KeyError):
+        return []
+    base = path.resolve().parent
+    return [Path(_resolve(base, u)) for u in uris if u]
 
 
 def _resolve(base: Path, uri: str | None) -> str | None:

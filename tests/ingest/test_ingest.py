@@ -325,3 +325,12 @@ def test_header_only_csv(tmp_path: Path):
 def test_bad_options_name_the_option(options: dict, message: str):
     with pytest.raises(ValueError, match=message):
         IngestParams(**options)
+
+
+def test_referenced_image_files_resolve_as_ingest_does(tmp_path: Path):
+    from stages.ingest.sources import referenced_image_files
+
+    (tmp_path / "m.tsv").write_text("uri\tlabel\nimgs/a.png\tcat\n\tdog\n")
+    assert referenced_image_files(tmp_path / "m.tsv") == [(tmp_path / "imgs" / "a.png").resolve()]
+    pq.write_table(pa.table({"label": [1]}), tmp_path / "f.parquet")
+    assert referenced_image_files(tmp_path / "f.parquet") == [] and referenced_image_files(tmp_path / "x.txt") == []

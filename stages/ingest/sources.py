@@ -188,7 +188,7 @@ def referenced_image_files(path: Path) -> list[Path]:
     except (pa.ArrowException, OSError, KeyError):
         return []
     base = path.resolve().parent
-    return [Path(_resolve(base, u)) for u in uris if u]
+    return [(base / u).resolve() for u in uris if u]  # as _resolve does
 
 
 def _resolve(base: Path, uri: str | None) -> str | None:

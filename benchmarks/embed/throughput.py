@@ -24,7 +24,7 @@ from models.registry import features_and_logits
 from stages.common.checkpoint import MemoryCheckpoints
 from stages.common.images import image_to_array, open_image
 from stages.embed import EmbedParams, run_embed
-from stages.embed.core import build_backbone
+from stages.embed.backbone import build_backbone
 from stages.embed.data import normalise
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10" / "train.parquet"

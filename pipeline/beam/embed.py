@@ -2,7 +2,7 @@
 backbone of :mod:`stages.embed.core`.
 
 1. The backbone is built, and warmed up when asked (a training loop: one machine), by
-   :func:`stages.embed.core.prepare_backbone`, the function the local stage calls (same seed).
+   :func:`stages.embed.backbone.prepare_backbone`, the function the local stage calls (same seed).
 2. Workers decode the images in batches (:class:`stages.embed.data.BatchDecoder`) and run the
    backbone through ``RunInference``; the batch size is ``--batch-size``. Each worker process
    loads one model copy (``--beam-option model_copies=N`` shares N copies between the
@@ -10,7 +10,8 @@ backbone of :mod:`stages.embed.core`.
 3. The out-of-sample probabilities (K-fold cross-fitting, fold by fold) and the gradient
    embeddings need every row's embedding and label; they run once on the collected (n, d)
    embeddings through :func:`stages.embed.core.run_embed` with those embeddings as features,
-   so they are computed exactly as in the local stage.
+   so they are computed exactly as in the local stage. So are ``--crossfit backbone``'s fold
+   networks (training loops, on this machine), which get the backbone's options.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class BackboneHandler(ModelHandler[tuple[np.ndarray, int], np.ndarray, Any]):
 
     def load_model(self) -> Any:
         from models.backbones import load_model_file
-        from stages.embed.core import Backbone
+        from stages.embed.backbone import Backbone
 
         dev = resolve_device(self._device)
         net = (load_model_file(self._model_file) if self._net is None else self._net).to(dev)
@@ -150,7 +151,8 @@ def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     """The embed adapter on Beam: same ``features.parquet`` (and ``backbone.pt``) as the local one."""
     from pipeline.steps import embed_adapter, features_table, ingest_features, load_manifest
-    from stages.embed.core import NAN_ERROR, prepare_backbone, run_embed
+    from stages.embed.backbone import prepare_backbone
+    from stages.embed.core import NAN_ERROR, run_embed
 
     manifest = load_manifest(ctx.run)
     classes = class_names(manifest)
@@ -182,7 +184,8 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
 
     # Cross-fitting and gradient embeddings exactly as the local stage, on these embeddings.
     plain = dataclasses.replace(params, model="features", model_file="", weights="", warmup=0)
-    result = run_embed(manifest, plain, num_classes=num_classes, seed=ctx.seed, device=ctx.device, features=embedding)
+    result = run_embed(manifest, plain, num_classes=num_classes, seed=ctx.seed, device=ctx.device, features=embedding,
+                       checkpoints=ctx.checkpoints, backbone_params=params)
     errors = list(result.errors)
     for key, reason in decode_errors.items():
         r = row_of[key]

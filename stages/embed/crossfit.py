@@ -13,6 +13,7 @@ out of sample for the head but not for the embedding: a long warm-up memorises f
 and the "out-of-sample" probability then agrees with the wrong label (digits, 40% flips: the
 argmax equals the flipped label for 1.5% of flipped rows after 10 epochs, 7.9% after 20, 58%
 after 60). Pretrained ``--weights`` or the ingest feature table saw no label of this set.
+``--crossfit backbone`` (:mod:`.crossfit_backbone`) cross-fits the warm-up too.
 """
 
 from __future__ import annotations

@@ -39,7 +39,14 @@ class EmbedParams:
     folds: int = option(
         5,
         "Cross-fitting folds for the probabilities (>= 2): out of sample for the head; a --warmup backbone has "
-        "trained on every label.",
+        "trained on every label unless --crossfit backbone.",
+    )
+    crossfit: str = option(
+        "head",
+        "What the folds hold out for the probs of labelled rows: 'head' (fast; the --warmup backbone saw every "
+        "label) or 'backbone' (one more warm-up per fold without that fold's labels, whose own classifier "
+        "scores it: out of sample, at --folds times the warm-up's cost).",
+        choices=("head", "backbone"),
     )
     head: str = option("linear", "Cross-fitting head on the embeddings.", choices=("linear", "mlp"))
     head_hidden: int = option(256, "Hidden units of the mlp head.")

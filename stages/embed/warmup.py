@@ -71,6 +71,8 @@ def warmup_train(
     amp: bool,
     checkpoints: Checkpoints | None = None,
     fingerprint: str = "",
+    key: str = "warmup",
+    label: str = "warmup",
 ) -> dict[str, Any]:
     """Train ``net`` in place for ``epochs`` epochs; return metrics (loss and accuracy per epoch).
 
@@ -86,12 +88,13 @@ def warmup_train(
     prepare : uint8 pixels on device -> normalised float inputs.
     seed : seeds the augmentation generators (the caller seeds the order).
     device, amp : where to train; bfloat16 autocast on CUDA when ``amp``.
-    checkpoints : if given, ``warmup`` holds the state after the last finished epoch.
+    checkpoints : if given, ``key`` holds the state after the last finished epoch.
     fingerprint : identifies the inputs/options; a stored state with another one is ignored.
+    key, label : checkpoint key and progress-bar label (one per network when several warm up).
     """
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     start, history = 0, {"loss": [], "accuracy": []}
-    state = checkpoints.load("warmup") if checkpoints is not None else None
+    state = checkpoints.load(key) if checkpoints is not None else None
     if state is not None and state.get("fingerprint") == fingerprint:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -105,7 +108,7 @@ def warmup_train(
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         loss_sum, correct, seen = 0.0, 0, 0
         for step, (pixels, rows, errors) in enumerate(
-            track(batches_for_epoch(epoch), f"warmup epoch {epoch + 1}/{epochs}", total=steps_per_epoch)
+            track(batches_for_epoch(epoch), f"{label} epoch {epoch + 1}/{epochs}", total=steps_per_epoch)
         ):
             keep = torch.tensor([e is None for e in errors])
             if int(keep.sum()) < 2:  # BatchNorm needs two examples
@@ -130,7 +133,7 @@ def warmup_train(
         history["accuracy"].append(correct / max(seen, 1))
         if checkpoints is not None:
             checkpoints.save(
-                "warmup",
+                key,
                 {
                     "fingerprint": fingerprint,
                     "epoch": epoch + 1,

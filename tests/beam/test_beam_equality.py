@@ -80,3 +80,21 @@ def test_the_executor_is_recorded_but_not_part_of_the_cache_key(runs: tuple[Path
     res = CliRunner().invoke(main, [*STAGES["select"], "--run-dir", str(beam), "--device", "cpu", "--seed", "3",
                                     "--json", "-q"])
     assert res.exit_code == 0 and json.loads(res.stdout)["cached"] is True
+
+
+@pytest.mark.slow
+def test_crossfit_backbone_on_beam_equals_local(runs: tuple[Path, Path], tmp_path: Path):
+    # The fold networks are trained on the driver from the same options: same probs as local.
+    import shutil
+
+    local, _ = runs
+    args = [*STAGES["embed"], "--crossfit", "backbone", "--folds", "2", "--device", "cpu", "--seed", "3", "--json", "-q"]
+    roots = []
+    for name, extra in (("local", []), ("beam", BEAM)):
+        root = tmp_path / name
+        shutil.copytree(local / "ingest", root / "ingest")
+        res = CliRunner().invoke(main, [*args, "--run-dir", str(root), *extra])
+        assert res.exit_code == 0, f"{name}: {res.output}"
+        assert len(json.loads(res.stdout)["metrics"]["fold_backbone_accuracy"]) == 2
+        roots.append(root)
+    assert compare_stage(roots[0], roots[1], "embed") == []

@@ -173,7 +173,7 @@ def test_backbone_handler_matches_the_local_forward_pass_bitwise():
 
     from models.registry import build_model
     from pipeline.beam.embed import BackboneHandler
-    from stages.embed.core import Backbone
+    from stages.embed.backbone import Backbone
     from stages.embed.data import ImageTransform
 
     torch.manual_seed(0)

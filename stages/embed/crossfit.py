@@ -86,10 +86,18 @@ def assign_folds(labels: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
 
 
 def standardise(embedding: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """(n, d) float32 tensor ``(x - mean) / std`` with the statistics of ``rows`` (bool mask or indices)."""
-    x = torch.as_tensor(np.asarray(embedding, np.float32))
-    sel = x[torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows)]
-    return (x - sel.mean(0)) / sel.std(0).clamp_min(1e-6)
+    """(n, d) float32 tensor ``(x - mean) / std`` with the statistics of ``rows`` (bool mask or indices).
+
+    The statistics are accumulated in float64 (a float32 sum of squares overflows for features
+    near 1e19 and loses tiny ones), and a constant feature (std 0) is only centred: any scale
+    of embedding gives the same standardised values.
+    """
+    x = np.asarray(embedding, np.float32)
+    sel = x[np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)]
+    mean = sel.mean(0, dtype=np.float64)
+    std = sel.std(0, dtype=np.float64, ddof=1) if len(sel) > 1 else np.zeros(x.shape[1])
+    std[~(std > 0)] = 1.0
+    return torch.from_numpy((x - mean.astype(np.float32)) / std.astype(np.float32))
 
 
 def fit_head(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from stages.embed import EmbedParams, run_embed
@@ -129,3 +130,17 @@ def test_mlp_gradient_embedding_does_not_cluster_by_fold():
         nn_ = np.argsort(-s, 1)[:, :10]
         same.append((cf.fold[rows][nn_] == cf.fold[rows][:, None]).mean())
     assert np.mean(same) < 0.3  # chance is 1/5; per-fold hidden spaces gave far more
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_probs_do_not_depend_on_the_embeddings_scale(scale: float):
+    # float32 statistics overflowed for large features and a clamped std flattened tiny ones.
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = (rng.normal(size=(60, 4)) + y[:, None]).astype(np.float32)
+    x[:, 3] = 2.0  # a constant feature is only centred
+    fit = np.ones(60, bool)
+    base = crossfit(x, y, fit, fit, 3, folds=3, iters=20).probs
+    scaled = crossfit(x * np.float32(scale), y, fit, fit, 3, folds=3, iters=20).probs
+    assert np.isfinite(scaled).all()
+    np.testing.assert_allclose(scaled, base, atol=1e-3)  # float32 rounding of the scaled inputs, through L-BFGS

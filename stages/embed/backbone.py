@@ -112,14 +112,14 @@ class Backbone:
         return feats[:b].float().flatten(1).cpu()
 
     @torch.inference_mode()
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, S, S) -> float32 (B, classes) on CPU: the network's own classifier."""
+    def embed_and_classify(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, C, S, S) -> float32 (B, d) features and (B, classes) logits, on CPU."""
         x = self.prepare(pixels.to(self.device, non_blocking=True))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            _, z = features_and_logits(self.net, x)
-        if z is None:
+            feats, logits = features_and_logits(self.net, x)
+        if logits is None:
             raise ValueError(f"network {self.name!r} gives no logits; --crossfit backbone needs its classifier")
-        return z.float().cpu()
+        return feats.float().flatten(1).cpu(), logits.float().cpu()
 
 
 def build_backbone(

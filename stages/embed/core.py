@@ -17,7 +17,7 @@ Steps (all rows stay aligned with the manifest; rows with an ingest ``error`` ge
    memorises flipped labels (digits, 40% flips: argmax(probs) equals the flipped label for 1.5%
    of flipped rows at ``--warmup 10``, 7.9% at 20, 58% at 60). ``--crossfit backbone`` warms up
    one more network per fold without that fold's labels and takes the labelled rows' probs from
-   it (:mod:`.crossfit_backbone`). A row whose probs come out NaN/Inf gets an error;
+   it and a head on its embeddings (:mod:`.crossfit_backbone`). A row whose probs come out NaN/Inf gets an error;
 5. grad_embedding: last-layer gradient embedding from the cross-fit heads (:mod:`.gradembed`).
 """
 
@@ -46,7 +46,7 @@ from stages.embed.backbone import (
     state_hash,
 )
 from stages.embed.crossfit import crossfit
-from stages.embed.crossfit_backbone import fold_backbone_logits
+from stages.embed.crossfit_backbone import fold_backbone_probs
 from stages.embed.data import BatchDecoder, auto_workers, make_loader
 from stages.embed.gradembed import gradient_embedding
 from stages.embed.params import EmbedParams
@@ -177,12 +177,12 @@ def run_embed(
     fold_failed = np.zeros(n, bool)
     if params.crossfit == "backbone":
         fit_rows = np.flatnonzero(fit)
-        z, fold_metrics = fold_backbone_logits(
+        fold_probs, fold_metrics = fold_backbone_probs(
             manifest, backbone_params or params, num_classes=num_classes, fit_rows=fit_rows, fold=cf.fold[fit_rows],
             seed=seed, device=device, checkpoints=checkpoints,
         )
-        probs[fit_rows] = torch.softmax(torch.from_numpy(z), 1).numpy()
-        fold_failed[fit_rows] = ~np.isfinite(z).all(1)
+        probs[fit_rows] = fold_probs
+        fold_failed[fit_rows] = ~np.isfinite(fold_probs).all(1)
         metrics.update(fold_metrics)
     metrics["crossfit_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -44,8 +44,9 @@ class EmbedParams:
     crossfit: str = option(
         "head",
         "What the folds hold out for the probs of labelled rows: 'head' (fast; the --warmup backbone saw every "
-        "label) or 'backbone' (one more warm-up per fold without that fold's labels, whose own classifier "
-        "scores it: out of sample, at --folds times the warm-up's cost).",
+        "label) or 'backbone' (one more warm-up per fold without that fold's labels; that network and a head on "
+        "its embeddings score the fold: out of sample, at --folds times the warm-up's cost; for small data or "
+        "long warm-ups).",
         choices=("head", "backbone"),
     )
     head: str = option("linear", "Cross-fitting head on the embeddings.", choices=("linear", "mlp"))

@@ -6,9 +6,9 @@ agree with them (see :mod:`.crossfit`). Here each fold gets a warm-up of its own
 initial weights with the same options, on the labelled rows of the other folds; the fold's probs
 are the mean of that network's own softmax and that of a head fitted on its embeddings of the
 other folds (see :func:`fold_backbone_probs` for why both): cross-validated predicted
-probabilities, as cleanlab asks for, at ``--folds`` times the warm-up's cost. The embeddings (and so select, weight and the
-kNN vote of export) still come from the one network warmed up on every row, because neighbours
-have to live in one space.
+probabilities, as cleanlab asks for, at ``--folds`` times the warm-up's cost. The embeddings
+(and so select, weight and the kNN vote of export) still come from the one network warmed up on
+every row, because neighbours have to live in one space.
 
 Resuming: each fold's warm-up is checkpointed under its own key (``warmup-fold-K-of-N``); a
 rerun loads the finished ones and only runs the forward pass and fits the head again.

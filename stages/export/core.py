@@ -50,7 +50,7 @@ from stages.export.calibrate import (
     threshold_max_expected_f1_mixture,
 )
 from stages.export.params import ExportParams
-from stages.export.scores import NoiseScores, meta_agreement, noise_scores, without_meta
+from stages.export.scores import NoiseScores, meta_agreement, noise_scores, synthetic_flips, without_meta
 
 TRAIN_COLUMNS = ("id", "uri", "image", "label", "label_name", "split", "weight")
 
@@ -219,13 +219,10 @@ def _calibrate(
         s_label = 1.0 - sc.posterior[rows, lab]
         return (s_label + m * np.nan_to_num(meta_fill)) / (1 + m)
 
-    rng = np.random.default_rng(seed)
     given = labels[rows].astype(np.int64)
     clean = score_of(given)
-    noisy = np.concatenate([
-        score_of((given + rng.integers(1, n_classes, size=len(rows))) % n_classes)
-        for _ in range(max(params.flip_repeats, 1))
-    ])
+    flips = synthetic_flips(given, n_classes, repeats=params.flip_repeats, seed=seed)
+    noisy = np.concatenate([score_of(f) for f in flips])
     prevalence = float(est.sum() / cj_rows.sum())
     thr, f1 = threshold_max_expected_f1(clean, noisy, prevalence)
     info.update(method="trusted-flips: max expected F1 on trusted rows with synthetic uniform flips",

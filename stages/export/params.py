@@ -70,7 +70,10 @@ class ExportParams:
         "train row has weight 1).",
     )
     flip_repeats: int = option(
-        3, "Seeded synthetic flips per trusted row for --calibration trusted-flips and for choosing --knn-weight."
+        0,
+        "Synthetic label flips per trusted row for --calibration trusted-flips and for choosing --knn-weight: "
+        "0 = each row flipped to every other class once (exact, no randomness); N = N seeded random flips "
+        "(for very many classes; also used when trusted rows x classes exceeds 20 million).",
     )
     shard_rows: int = option(
         500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."
@@ -82,9 +85,10 @@ class ExportParams:
         def bad(name: str, rule: str) -> ValueError:
             return ValueError(f"option --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
 
-        for name in ("knn_k", "flip_repeats"):
-            if getattr(self, name) < 1:
-                raise bad(name, ">= 1")
+        if self.knn_k < 1:
+            raise bad("knn_k", ">= 1")
+        if self.flip_repeats < 0:
+            raise bad("flip_repeats", ">= 0 (0 = every other class)")
         if self.shard_rows < 0:
             raise bad("shard_rows", ">= 0 (0: one file)")
         for name in ("trusted_weight", "knn_smoothing", "meta_weight"):

@@ -237,6 +237,17 @@ def test_deterministic(run):
     assert a.curated.equals(b.curated) and a.summary == b.summary
 
 
+def test_trusted_flips_calibration_does_not_depend_on_the_seed(run):
+    # Every trusted row flipped to every other class (the default) leaves nothing to chance;
+    # seeded random flips (--flip-repeats N) do depend on the seed.
+    def threshold(seed, **kw):
+        return export(run["manifest"], run["features"], run["coreset"], run["weights"],
+                      ExportParams(calibration="trusted-flips", **kw), seed=seed).summary["threshold"]["value"]
+
+    assert len({threshold(s) for s in range(4)}) == 1
+    assert len({threshold(s, flip_repeats=1) for s in range(4)}) > 1
+
+
 def test_train_manifest_readable_by_common_tools(res, tmp_path):
     path = tmp_path / "train.parquet"
     pq.write_table(res.train, path)

@@ -8,7 +8,13 @@ from stages.export.calibrate import (
     threshold_max_expected_f1,
 )
 from stages.export.evaluate import auroc
-from stages.export.scores import choose_knn_weight, meta_signal, noise_scores, trusted_knn_votes
+from stages.export.scores import (
+    choose_knn_weight,
+    meta_signal,
+    noise_scores,
+    synthetic_flips,
+    trusted_knn_votes,
+)
 
 
 def naive_votes(emb, labels, trusted, query, c, k, smoothing):
@@ -172,3 +178,36 @@ def test_choose_knn_weight_weighs_trusted_rows_by_the_train_class_mix():
     labels_train0[100:] = 0  # now the train split is all class 0: the probs should win
     b, _ = choose_knn_weight(probs, votes, labels_train0, trusted=trusted, train=~trusted, n_classes=c)
     assert b == 0.0
+
+
+def test_exact_flips_change_every_label_to_every_other_class_once():
+    y = np.array([0, 1, 2, 2, 3])
+    flips = synthetic_flips(y, 4, repeats=0, seed=0)
+    assert len(flips) == 3
+    stacked = np.stack(flips)  # (C - 1, n)
+    assert (stacked != y).all()
+    for i, label in enumerate(y):
+        assert sorted(stacked[:, i].tolist()) == sorted(set(range(4)) - {int(label)})
+    # Seeded random flips on request: still always another class, and the seed matters.
+    a, b = synthetic_flips(y, 4, repeats=5, seed=1), synthetic_flips(y, 4, repeats=5, seed=2)
+    assert len(a) == 5 and all((f != y).all() for f in a)
+    assert not all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_with_exact_flips_the_knn_weight_does_not_depend_on_the_seed():
+    # Noisy signals of equal strength: with 3 random flips per row the choice moved with the seed.
+    c, n = 10, 200
+    labels = np.arange(n) % c
+    trusted, train = np.arange(n) < 100, np.arange(n) >= 100
+    random_varied = False
+    for data_seed in range(3):
+        rng = np.random.default_rng(data_seed)
+        probs = _onehotish(labels, c, rng.random(n) < 0.6, rng)
+        votes = _onehotish(labels, c, rng.random(n) < 0.6, rng)
+        exact = {choose_knn_weight(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s)[0]
+                 for s in range(8)}
+        random = {choose_knn_weight(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s,
+                                    repeats=3)[0] for s in range(8)}
+        assert len(exact) == 1
+        random_varied |= len(random) > 1
+    assert random_varied  # the case is one where the seed did matter

@@ -37,7 +37,7 @@ class ExportParams:
         "trusted rows' own (clean) score distribution and maximises the expected F1 (falls back "
         "to 'noise-rate' with fewer than 10 trusted rows); 'noise-rate' flags the number of noisy "
         "rows estimated by the confident joint of the combined class posterior; 'trusted-flips' "
-        "maximises the expected F1 on trusted rows scored with seeded synthetic flips.",
+        "maximises the expected F1 on trusted rows scored with synthetic flips (see --flip-repeats).",
         choices=CALIBRATIONS,
     )
     knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.")
@@ -45,7 +45,7 @@ class ExportParams:
         None,
         "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
         "out-of-sample probs), in [0, 1]. Unset or negative: chosen per run, the value in 0, 0.1, "
-        "..., 1 whose posterior best tells the trusted rows' labels from seeded flips of them.",
+        "..., 1 whose posterior best tells the trusted rows' labels from flips of them (see --flip-repeats).",
     )
     knn_smoothing: float = option(
         1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote."

@@ -185,7 +185,7 @@ def synthetic_flips(labels: np.ndarray, n_classes: int, *, repeats: int, seed: i
 
     ``repeats == 0``: one copy per shift 1..C-1, i.e. every row flipped to every other class
     once: the exact expectation over uniform flips, with no randomness (a seed changed the
-    digits demo's F1 by up to 0.035 with 3 random flips). ``repeats > 0``, or more than
+    F1 of memorised digits embeddings by up to 0.035 with 3 random flips). ``repeats > 0``, or more than
     :data:`MAX_EXACT_FLIPS` flipped labels: ``repeats`` (at least 3) seeded random flips per row.
     """
     y = np.asarray(labels, np.int64)
@@ -227,7 +227,7 @@ def choose_knn_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray, 
         scores = np.concatenate([1.0 - q[at, y]] + [1.0 - q[at, f] for f in flips])
         aucs[b] = float(roc_auc_score(truth, scores, sample_weight=sample_weight))
     best = max(KNN_WEIGHT_GRID, key=lambda b: (round(aucs[b], 9), -abs(b - KNN_WEIGHT_FALLBACK)))
-    return best, {"value": best, "method": "auto: best AUROC of clean vs seeded-flip labels on the trusted rows",
+    return best, {"value": best, "method": "auto: best AUROC of clean vs flipped labels on the trusted rows",
                   "trusted_rows": int(len(rows)), "trusted_auroc": {f"{b:.1f}": round(a, 4) for b, a in aucs.items()}}
 
 

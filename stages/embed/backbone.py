@@ -30,6 +30,7 @@ from stages.embed.warmup import warmup_train
 
 AUTO_WARMUP_EPOCHS = 10
 
+
 def check_params(params: EmbedParams, num_classes: int) -> None:
     """Raise ValueError naming the option for any value the stage cannot use (not just a traceback later)."""
     validate_choices(params)
@@ -52,6 +53,7 @@ def check_params(params: EmbedParams, num_classes: int) -> None:
 
 
 def state_hash(module: nn.Module) -> str:
+    """Short digest of a network's weights and buffers (fingerprints checkpoints made from them)."""
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
         h.update(k.encode())
@@ -60,6 +62,8 @@ def state_hash(module: nn.Module) -> str:
 
 
 def manifest_arrays(manifest: pa.Table, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ok, labels, labelled, ids)`` per row: no ingest error; label (-1 if none); usable to
+    train on (train/trusted split, label in [0, C)); id."""
     missing = {"id", "label", "split", "error"} - set(manifest.column_names)
     if missing:
         raise ValueError(f"manifest lacks columns {sorted(missing)} (see stages.common.schema.MANIFEST_SCHEMA)")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 
 from stages.common.checkpoint import Checkpoints
-from stages.embed.backbone import Backbone, batches, prepare_backbone
+from stages.embed.backbone import Backbone, batches, manifest_arrays, prepare_backbone
 from stages.embed.crossfit import fit_head, standardise
 from stages.embed.data import BatchDecoder, auto_workers, make_loader
 from stages.embed.params import EmbedParams
@@ -66,7 +66,7 @@ def fold_backbone_probs(
     """
     t0 = time.perf_counter()
     fit_rows, fold = np.asarray(fit_rows, np.int64), np.asarray(fold, np.int64)
-    y = torch.as_tensor(manifest.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)[fit_rows])
+    y = torch.as_tensor(manifest_arrays(manifest, num_classes)[1][fit_rows])
     folds = int(fold.max()) + 1 if len(fold) else 0
     probs = np.full((len(fit_rows), num_classes), np.nan, np.float32)
     accuracy: list[float] = []

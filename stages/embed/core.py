@@ -191,7 +191,7 @@ def run_embed(
     diverged = valid & ~(np.isfinite(probs).all(1) & np.isfinite(grad).all(1))
     if diverged.any() and diverged.sum() == valid.sum():
         if fold_failed[valid].all():
-            raise ValueError("every fold network of --crossfit backbone gives NaN/Inf logits: its warm-up diverged; "
+            raise ValueError("every fold network of --crossfit backbone gives NaN/Inf probs: its warm-up diverged; "
                              f"lower --warmup-lr (now {params.warmup_lr})")
         raise ValueError(
             f"the cross-fitting head diverged on every row (probs or grad_embedding NaN/Inf); try --head linear, a larger "

@@ -17,7 +17,8 @@ Steps (all rows stay aligned with the manifest; rows with an ingest ``error`` ge
    memorises flipped labels (digits, 40% flips: argmax(probs) equals the flipped label for 1.5%
    of flipped rows at ``--warmup 10``, 7.9% at 20, 58% at 60). ``--crossfit backbone`` warms up
    one more network per fold without that fold's labels and takes the labelled rows' probs from
-   it and a head on its embeddings (:mod:`.crossfit_backbone`). A row whose probs come out NaN/Inf gets an error;
+   it and a head on its embeddings (:mod:`.crossfit_backbone`; the head-only probs of those rows,
+   a few L-BFGS fits, are then unused). A row whose probs come out NaN/Inf gets an error;
 5. grad_embedding: last-layer gradient embedding from the cross-fit heads (:mod:`.gradembed`).
 """
 

@@ -184,15 +184,16 @@ def synthetic_flips(labels: np.ndarray, n_classes: int, *, repeats: int, seed: i
     """Uniformly flipped copies of ``labels`` (each entry changed to another class).
 
     ``repeats == 0``: one copy per shift 1..C-1, i.e. every row flipped to every other class
-    once: the exact expectation over uniform flips, with no randomness (a seed changed the
-    F1 of memorised digits embeddings by up to 0.035 with 3 random flips). ``repeats > 0``, or more than
-    :data:`MAX_EXACT_FLIPS` flipped labels: ``repeats`` (at least 3) seeded random flips per row.
+    once: the exact expectation over uniform flips, with no randomness (a seed changed the F1
+    of memorised digits embeddings by up to 0.035 with 3 random flips); with more than
+    :data:`MAX_EXACT_FLIPS` flipped labels, 3 seeded random flips per row instead.
+    ``repeats > 0``: that many seeded random flips per row.
     """
     y = np.asarray(labels, np.int64)
     if repeats == 0 and len(y) * (n_classes - 1) <= MAX_EXACT_FLIPS:
         return [(y + shift) % n_classes for shift in range(1, n_classes)]
     rng = np.random.default_rng(seed)
-    return [(y + rng.integers(1, n_classes, size=len(y))) % n_classes for _ in range(max(repeats, 3))]
+    return [(y + rng.integers(1, n_classes, size=len(y))) % n_classes for _ in range(repeats or 3)]
 
 
 def choose_knn_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray, *, trusted: np.ndarray,

@@ -191,6 +191,7 @@ def test_exact_flips_change_every_label_to_every_other_class_once():
     # Seeded random flips on request: still always another class, and the seed matters.
     a, b = synthetic_flips(y, 4, repeats=5, seed=1), synthetic_flips(y, 4, repeats=5, seed=2)
     assert len(a) == 5 and all((f != y).all() for f in a)
+    assert len(synthetic_flips(y, 4, repeats=1, seed=0)) == 1  # --flip-repeats N means N
     assert not all(np.array_equal(u, v) for u, v in zip(a, b))
 
 

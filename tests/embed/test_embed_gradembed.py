@@ -45,7 +45,12 @@ def test_projection_is_seeded_linear_and_preserves_norms():
     full = gradient_embedding(probs, y, hidden)
     proj = gradient_embedding(probs, y, hidden, dim=2000, seed=3, chunk=16)
     np.testing.assert_allclose(proj, full @ random_projection(300, 2000, seed=3).numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(proj, gradient_embedding(probs, y, hidden, dim=2000, seed=3))
+    # Same seed, other chunk size: the same projection, up to float32 BLAS rounding (which depends on
+    # the block shape, so bit equality across chunk sizes is not a property to promise).
+    np.testing.assert_allclose(proj, gradient_embedding(probs, y, hidden, dim=2000, seed=3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(proj, gradient_embedding(probs, y, hidden, dim=2000, seed=3, chunk=16))
+    other_seed = gradient_embedding(probs, y, hidden, dim=2000, seed=4, chunk=16)
+    assert np.abs(proj - other_seed).max() > 1e-2
     ratio = np.linalg.norm(proj, axis=1) / np.linalg.norm(full, axis=1)
     assert np.all(np.abs(ratio - 1) < 0.1)  # Johnson-Lindenstrauss at dim 2000
 

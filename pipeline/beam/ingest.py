@@ -25,15 +25,15 @@ from pipeline.beam.io import CollectToFolder, create_via_files, read_collected, 
 from pipeline.beam.options import pipeline_options
 from pipeline.runner import StageContext
 from stages.common import schema
-from stages.ingest.core import validate_image
+from stages.ingest.core import ImageCheck, check_image
 from stages.ingest.params import IngestParams
 from stages.ingest.sources import image_column
 
 BATCH_ROWS = 512  # rows per element sent to the workers
 
 
-def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) -> Iterator[tuple[str, str | None]]:
-    """(id, error or None) for every row of a batch with ``id`` and ``image`` and/or ``uri``."""
+def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) -> Iterator[tuple[str, ImageCheck]]:
+    """(id, (error or None, image size)) for every row of a batch with ``id`` and ``image`` and/or ``uri``."""
     names = batch.schema.names
     n = batch.num_rows
     ids = pc.cast(batch.column(names.index("id")), pa.string()).to_pylist()
@@ -48,13 +48,13 @@ def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) 
     if base is not None:  # uris of a Parquet manifest are relative to the manifest, as in stages.ingest.sources
         uris = [None if u is None else str((Path(base) / u).resolve()) for u in uris]
     for i, image, uri in zip(ids, images, uris):
-        yield i, validate_image(image, uri)
+        yield i, check_image(image, uri)
 
 
-def beam_validator(params: IngestParams, options: Any, work: Path) -> Callable[[pa.Table], list[str | None]]:
+def beam_validator(params: IngestParams, options: Any, work: Path) -> Callable[[pa.Table], list[ImageCheck]]:
     """A ``validate`` function for :func:`stages.ingest.core.ingest` that decodes on Beam workers."""
 
-    def validate(table: pa.Table) -> list[str | None]:
+    def validate(table: pa.Table) -> list[ImageCheck]:
         folder = temp_folder(work, "ingest-errors")
         ids = table["id"].to_pylist()
         rest = table

@@ -11,6 +11,8 @@ from PIL import Image
 
 # Refuse decompression bombs early; real training images are far smaller.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+# PIL modes that hold one channel; every other mode is read as RGB.
+GRAY_MODES = frozenset({"1", "L", "LA", "P;L", "I", "I;16", "F"})
 
 
 class ImageError(ValueError):
@@ -49,6 +51,20 @@ def image_to_array(img: Image.Image) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
+def fit_image(img: Image.Image, height: int, width: int) -> Image.Image:
+    """``img`` scaled to cover ``height x width`` (aspect kept), centre-cropped to exactly that size,
+    in mode L (one channel) or RGB: one size for a run whose sources mix sizes (``--image-size``)."""
+    img = img.convert("L" if img.mode in GRAY_MODES else "RGB")
+    w, h = img.size
+    if (w, h) == (width, height):
+        return img
+    scale = max(width / w, height / h)
+    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - width) // 2, (nh - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
 def encode_png(array: np.ndarray) -> bytes:
     """Encode an HxW or HxWxC uint8 array as PNG bytes (lossless, small, readable anywhere)."""
     buf = io.BytesIO()
@@ -61,14 +77,19 @@ def encode_png(array: np.ndarray) -> bytes:
 def decode_batch(images: list[bytes | None], uris: list[str | None], ids: list[str] | None = None) -> np.ndarray:
     """Decode equally sized images into an (n, C, H, W) float32 array in [0, 1].
 
+    Every image takes the first one's colour mode (L if it has one channel, else RGB), as
+    ``winnow train`` reads them: ingest lets a run mix grayscale and colour images.
     Raises ValueError naming the row (its ``ids`` entry, else its position) whose image cannot be
-    read or whose size or channel count differs from the first.
+    read or whose size differs from the first.
     """
     names = ids if ids is not None else [str(i) for i in range(len(images))]
     arrays = []
+    mode = None
     for name, b, u in zip(names, images, uris):
         try:
-            arrays.append(image_to_array(open_image(b, u)))
+            img = open_image(b, u)
+            mode = mode or ("L" if img.mode in GRAY_MODES else "RGB")
+            arrays.append(image_to_array(img.convert(mode) if img.mode != mode else img))
         except ImageError as exc:
             raise ImageError(f"row {name!r}: {exc}") from exc
     if not arrays:

@@ -1,12 +1,16 @@
 """The ingest core: read a source, map labels, split, validate images, inject noise.
 
-Nothing usable is lost: a row whose image cannot be read or whose label is missing stays in
-the manifest with ``error`` set. Problems with the input as a whole (duplicate ids, unknown
-label names, no trusted example for a class, empty input) raise :class:`IngestError`.
+Nothing usable is lost: a row whose image cannot be read, whose image size is not the run's or
+whose label is missing stays in the manifest with ``error`` set. Problems with the input as a
+whole (duplicate ids, unknown label names, fewer than two classes, no trusted example for a
+class, empty input) raise :class:`IngestError`, naming the file, row and id where one row is
+the cause. Ingest checks here whatever a later stage needs, so that no later stage refuses a
+run that ingest accepted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -20,16 +24,41 @@ import pyarrow.compute as pc
 
 from stages.common import schema
 from stages.common.arrow import vectors_to_arrow, with_metadata
-from stages.common.images import ImageError, open_image
+from stages.common.images import ImageError, encode_png, fit_image, image_to_array, open_image
 from stages.common.params import to_dict
 from stages.common.progress import track
 from stages.ingest import noise as noise_mod
-from stages.ingest.params import IngestParams
+from stages.ingest.params import IngestParams, parse_image_size
 from stages.ingest.sources import RawSource, SourceError, read_source
+
+log = logging.getLogger(__name__)
+
+# What validating one row's image gives: (why the row cannot be used or None, (height, width) or None).
+ImageCheck = tuple[str | None, tuple[int, int] | None]
 
 
 class IngestError(ValueError):
     """The input as a whole cannot be ingested; the message names the problem and the fix."""
+
+
+class Rows:
+    """Where a row of the combined (source + trusted) table comes from, for messages that name it."""
+
+    def __init__(self, table: pa.Table, raw: RawSource, trusted: RawSource | None) -> None:
+        self.ids = table["id"].to_pylist()
+        self.n_source = raw.table.num_rows
+        self.source, self.trusted = raw.description, trusted.description if trusted is not None else ""
+
+    def where(self, i: int) -> str:
+        """``m.csv row 3 (id 'x3')``: the file, the row within it (0-based, header excluded), the id."""
+        file, row = (self.source, i) if i < self.n_source else (self.trusted, i - self.n_source)
+        return f"{file} row {row} (id {self.ids[i]!r})"
+
+
+def _show(values: list[Any], k: int = 10) -> str:
+    """A list for a message, cut after ``k`` items (a run can have thousands of classes)."""
+    shown = ", ".join(repr(v) for v in values[:k])
+    return f"[{shown}{f', ... ({len(values)} in all)' if len(values) > k else ''}]"
 
 
 @dataclass
@@ -45,13 +74,13 @@ def _rng(seed: int, purpose: int) -> np.random.Generator:
 
 
 def ingest(
-    params: IngestParams, *, seed: int = 0, validate: Callable[[pa.Table], list[str | None]] | None = None
+    params: IngestParams, *, seed: int = 0, validate: Callable[[pa.Table], list[ImageCheck]] | None = None
 ) -> IngestResult:
     """Build the manifest described by ``params`` (see :class:`IngestParams`).
 
-    ``validate`` maps the combined source table (``id``, ``uri``, ``image``, ...) to one error
-    (or None) per row, as :func:`validate_image` gives; default: threads in this process. The
-    Beam executor passes a function that decodes the images on its workers instead.
+    ``validate`` maps the combined source table (``id``, ``uri``, ``image``, ...) to one
+    :data:`ImageCheck` per row, as :func:`check_image` gives; default: threads in this process.
+    The Beam executor passes a function that decodes the images on its workers instead.
     """
     try:
         raw = read_source(params.source, features=params.features, max_rows=params.max_rows)
@@ -62,17 +91,21 @@ def ingest(
         raise IngestError(f"source {params.source!r} has no rows; nothing to ingest")
     table, embedding, feature_errors = _combine(raw, trusted_raw)
     n = table.num_rows
-    _check_unique_ids(table["id"].to_pylist())
+    rows = Rows(table, raw, trusted_raw)
+    _check_unique_ids(table["id"].to_pylist(), rows)
 
-    labels, classes, errors = _map_labels(table, raw.class_names, has_trusted_file=trusted_raw is not None)
+    labels, classes, errors = _map_labels(table, raw.class_names, rows, has_trusted_file=trusted_raw is not None)
     for i, e in enumerate(feature_errors):
         errors[i] = errors[i] or e
-    split = _splits(table["split"].to_pylist())
+    split = _splits(table["split"].to_pylist(), rows)
 
-    check = validate or (lambda t: _validate_images(t, workers=params.decode_workers))
-    image_errors = check(table) if embedding is None else [None] * n
-    errors = [a or b for a, b in zip(errors, image_errors)]
+    image_info: dict[str, Any] = {}
+    if embedding is None:
+        check = validate or (lambda t: _validate_images(t, workers=params.decode_workers))
+        table, image_errors, image_info = _one_image_size(table, check(table), params, rows)
+        errors = [a or b for a, b in zip(errors, image_errors)]
     usable = np.array([e is None for e in errors])
+    _check_classes(labels, usable, classes, errors, rows)
     num_classes = len(classes)
 
     test_fraction = params.test_fraction if params.test_fraction >= 0 else (0.2 if params.source == "digits" else 0.0)
@@ -132,7 +165,8 @@ def ingest(
         ok = np.array([e is None for e in errors])
         features = pa.table({"id": table["id"], schema.EMBEDDING: vectors_to_arrow(embedding, valid=ok)}).filter(pa.array(keep))
         features = with_metadata(features, classes=classes)
-    return IngestResult(manifest, features, _summary(manifest, classes, noise_info, int((~keep).sum()), raw))
+    summary = _summary(manifest, classes, noise_info, int((~keep).sum()), raw)
+    return IngestResult(manifest, features, {**summary, **image_info})
 
 
 def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.ndarray | None, list[str | None]]:
@@ -144,9 +178,12 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
     t = trusted.table.set_column(4, "split", pa.array([schema.TRUSTED] * trusted.table.num_rows, pa.string()))
     table, t = _align_labels(table, raw.class_names, t, trusted.class_names)
     if table.schema.field("label_raw").type != t.schema.field("label_raw").type:
+        kinds = ("class indices (integers)", "class names (text)")
+        src_kind, tr_kind = (kinds[0], kinds[1]) if _is_int(table) else (kinds[1], kinds[0])
         raise IngestError(
-            "the trusted manifest's labels must be of the same kind as the source's: both class indices (integers) "
-            "or both class names (text); write the same kind in both files"
+            f"the source's labels are {src_kind} ({_first_label(table, raw.description)}) but the trusted file's are "
+            f"{tr_kind} ({_first_label(t, trusted.description)}); write the same kind in both files, e.g. class names "
+            "in both (pandas: df['label'] = df['label'].astype(str))"
         )
     if (emb is None) != (trusted.embedding is None):
         raise IngestError("the trusted table must be a feature table exactly when the source is one (--features)")
@@ -156,6 +193,13 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
         emb = np.concatenate([emb, trusted.embedding])
     errors += list(trusted.extra.get("errors", [None] * t.num_rows))
     return pa.concat_tables([table, t.cast(table.schema)]), emb, errors
+
+
+def _first_label(table: pa.Table, desc: str) -> str:
+    """``m.csv row 0 (id 'a') has 'cat'``: the first labelled row, to show what kind of label a file holds."""
+    values = table["label_raw"].to_pylist()
+    i = next((j for j, v in enumerate(values) if v is not None), None)
+    return desc if i is None else f"{desc} row {i} (id {table['id'][i].as_py()!r}) has {values[i]!r}"
 
 
 def _align_labels(
@@ -180,53 +224,114 @@ def _as_names(table: pa.Table, classes: list[str]) -> pa.Table:
     return table.set_column(table.schema.get_field_index("label_raw"), "label_raw", names)
 
 
-def _check_unique_ids(ids: list[str]) -> None:
+def _check_unique_ids(ids: list[str], rows: Rows) -> None:
     counts = Counter(ids)
     dups = [i for i, c in counts.items() if c > 1]
     if dups:
-        shown = ", ".join(repr(d) for d in dups[:5])
-        raise IngestError(f"{len(dups)} duplicate id(s), e.g. {shown}; every row needs a unique id")
+        first = [j for j, v in enumerate(ids) if v == dups[0]][:2]
+        raise IngestError(
+            f"{len(dups)} duplicate id(s) {_show(dups, 5)}: id {dups[0]!r} is {rows.where(first[0])} and "
+            f"{rows.where(first[1])}; every row needs a unique id: rename or remove the duplicates"
+        )
 
 
-def _map_labels(table: pa.Table, known: list[str] | None, *, has_trusted_file: bool) -> tuple[np.ndarray, list[str], list]:
+def _map_labels(
+    table: pa.Table, known: list[str] | None, rows: Rows, *, has_trusted_file: bool
+) -> tuple[np.ndarray, list[str], list]:
     """Class indices (-1 where missing, with a row error), the class names, and row errors."""
     raw = table["label_raw"].to_pylist()
     is_trusted = [s == schema.TRUSTED for s in table["split"].to_pylist()]
     errors: list[str | None] = [None if v is not None else "label is missing" for v in raw]
+    from_trusted_file = [t and has_trusted_file for t in is_trusted]
     if pa.types.is_integer(table.schema.field("label_raw").type):
-        values = [v for v in raw if v is not None]
-        if any(v < 0 for v in values):
-            bad = sorted({v for v in values if v < 0})
-            raise IngestError(f"negative label value(s) {bad}; integer labels must be class indices 0..C-1")
-        main_values = [v for v, t in zip(raw, is_trusted) if v is not None and not (t and has_trusted_file)]
-        num = max(main_values, default=-1) + 1
-        classes = list(known) if known is not None else [str(c) for c in range(num)]
-        unknown = sorted({v for v in values if v >= len(classes)})
+        negative = [i for i, v in enumerate(raw) if v is not None and v < 0]
+        if negative:
+            i = negative[0]
+            raise IngestError(
+                f"{rows.where(i)} has label {raw[i]}: integer labels are class indices 0..C-1, never negative "
+                f"({len(negative)} row(s) like it); fix the label, or leave the cell empty for a missing label"
+            )
+        main = [i for i, v in enumerate(raw) if v is not None and not from_trusted_file[i]]
+        if known is None:
+            classes = [str(c) for c in range(max((raw[i] for i in main), default=-1) + 1)]
+            _check_index_range(raw, main, len(classes), rows)
+        else:
+            classes = list(known)
+        unknown = [i for i, v in enumerate(raw) if v is not None and v >= len(classes)]
         if unknown:
-            raise IngestError(f"label value(s) {unknown} are not classes of the source (0..{len(classes) - 1})")
+            i = unknown[0]
+            raise IngestError(
+                f"{rows.where(i)} has label {raw[i]}, not a class of the source (indices 0..{len(classes) - 1}; "
+                f"{len(unknown)} row(s) like it); fix the label, or add rows of that class to the source"
+            )
         labels = np.array([-1 if v is None else v for v in raw], dtype=np.int64)
     else:
-        main_names = {v for v, t in zip(raw, is_trusted) if v is not None and not (t and has_trusted_file)}
+        main_names = {v for v, t in zip(raw, from_trusted_file) if v is not None and not t}
         classes = list(known) if known is not None else sorted(main_names)
         index = {name: i for i, name in enumerate(classes)}
-        unknown = sorted({v for v in raw if v is not None and v not in index})
-        if unknown:
+        unknown_rows = [i for i, v in enumerate(raw) if v is not None and v not in index]
+        if unknown_rows:
+            i = unknown_rows[0]
+            unknown = sorted({raw[j] for j in unknown_rows})
             raise IngestError(
-                f"unknown label name(s) {unknown}: not among the source's classes {classes}; "
-                "fix the trusted manifest's labels or add those classes to the source"
+                f"unknown label name(s) {unknown}: {rows.where(i)} has label {raw[i]!r}, which is not among the "
+                f"source's classes {_show(classes)}; fix the trusted file's labels or add rows of those classes "
+                "to the source"
             )
         labels = np.array([-1 if v is None else index[v] for v in raw], dtype=np.int64)
     if not classes:
-        raise IngestError("no labelled row: every row's label is missing")
+        raise IngestError(
+            f"{rows.source}: no row has a label (all {len(raw)} are missing); fill the 'label' column "
+            "with class indices or class names"
+        )
     return labels, classes, errors
 
 
-def _splits(values: list[str | None]) -> list[str | None]:
+def _check_index_range(raw: list[Any], main: list[int], num_classes: int, rows: Rows) -> None:
+    """Refuse integer labels that leave most of 0..max without a row: one stray value (1000 among
+    0..9) would make a thousand empty classes, and noise injection would flip labels into them."""
+    used = {raw[i] for i in main}
+    empty = num_classes - len(used)
+    if empty * 2 > num_classes:
+        i = max(main, key=lambda j: raw[j])
+        raise IngestError(
+            f"{rows.where(i)} has label {raw[i]}: integer labels are class indices 0..C-1, and this makes "
+            f"{num_classes} classes of which {empty} have no row; fix the label if it is a typo, or give the labels "
+            "as class names (text; pandas: df['label'] = df['label'].astype(str)) if they are codes, not indices"
+        )
+
+
+def _splits(values: list[str | None], rows: Rows) -> list[str | None]:
     allowed = set(schema.SPLITS)
-    bad = sorted({v for v in values if v is not None and v not in allowed})
-    if bad:
-        raise IngestError(f"unknown split value(s) {bad}; the split column takes {', '.join(schema.SPLITS)} (or null)")
+    bad_rows = [i for i, v in enumerate(values) if v is not None and v not in allowed]
+    if bad_rows:
+        i = bad_rows[0]
+        bad = sorted({str(values[j]) for j in bad_rows})
+        raise IngestError(
+            f"unknown split value(s) {_show(bad)}: {rows.where(i)} has split {values[i]!r}; the split column takes "
+            f"{', '.join(schema.SPLITS)} (or an empty cell): rename the value"
+        )
     return list(values)
+
+
+def _check_classes(labels: np.ndarray, usable: np.ndarray, classes: list[str], errors: list[str | None],
+                   rows: Rows) -> None:
+    """At least two classes with a usable row: every later stage trains a classifier (embed's
+    cross-fitted head first), which a single class, or none, cannot give."""
+    present = sorted(set(labels[usable & (labels >= 0)].tolist()))
+    if not present:
+        i = next(j for j, e in enumerate(errors) if e is not None)
+        raise IngestError(
+            f"no usable row: all {len(errors)} rows have an error, e.g. {rows.where(i)}: {errors[i]}; "
+            "fix what the errors say (summary.json of a run with fewer bad rows lists more)"
+        )
+    if len(present) < 2:
+        others = [c for j, c in enumerate(classes) if j not in present]
+        why = (f" (class(es) {_show(others)} have no usable row: their rows have errors)" if others else "")
+        raise IngestError(
+            f"{rows.source}: only one class, {classes[present[0]]!r}, has usable rows{why}; finding noisy labels "
+            "needs at least two classes: add rows of another class"
+        )
 
 
 def _stratified(rows: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -237,27 +342,77 @@ def _stratified(rows: np.ndarray, labels: np.ndarray, fraction: float, rng: np.r
     return np.concatenate(out) if out else rows[:0]
 
 
-def validate_image(image: bytes | None, uri: str | None) -> str | None:
-    """Decode one image fully; return why the row cannot be used, or None if it decodes."""
+def check_image(image: bytes | None, uri: str | None) -> ImageCheck:
+    """Decode one image fully: (why the row cannot be used, or None; its (height, width) if it decodes)."""
     if image is None and uri is None:
-        return "row has neither image bytes nor uri"
+        return "row has neither image bytes nor uri", None
     try:
-        open_image(image, uri)
+        img = open_image(image, uri)
     except ImageError as exc:
-        return str(exc)
-    return None
+        return str(exc), None
+    return None, (img.size[1], img.size[0])
 
 
-def _validate_images(table: pa.Table, *, workers: int) -> list[str | None]:
-    """Decode every image once (threads; PIL releases the GIL) and return per-row errors."""
+def _validate_images(table: pa.Table, *, workers: int) -> list[ImageCheck]:
+    """Decode every image once (threads; PIL releases the GIL) and return per-row checks."""
     images = table["image"].to_pylist()
     uris = table["uri"].to_pylist()
 
-    def check(i: int) -> str | None:
-        return validate_image(images[i], uris[i])
+    def check(i: int) -> ImageCheck:
+        return check_image(images[i], uris[i])
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         return list(track(pool.map(check, range(table.num_rows)), "validating images", total=table.num_rows))
+
+
+def _one_image_size(
+    table: pa.Table, checks: list[ImageCheck], params: IngestParams, rows: Rows
+) -> tuple[pa.Table, list[str | None], dict[str, Any]]:
+    """One image size per run, which embed's networks and ``winnow train`` stack into one tensor.
+
+    With ``--image-size`` every decodable image of another size is resized to it and stored as PNG
+    bytes in ``image`` (``uri`` kept, to say where it came from). Without it the run's size is the
+    most common one (ties: the earliest row's) and a row of another size keeps an error that says
+    how to fix it. Returns the table, the per-row errors and what the summary records.
+    """
+    errors = [e for e, _ in checks]
+    sizes = [s for _, s in checks]
+    counts = Counter(s for s in sizes if s is not None)
+    if not counts:
+        return table, errors, {"image_size": None, "resized": 0}
+    if params.image_size:
+        target = parse_image_size(params.image_size)
+        todo = [i for i, s in enumerate(sizes) if s is not None and s != target]
+        if todo:
+            table = _resize_rows(table, todo, target, workers=params.decode_workers)
+        return table, errors, {"image_size": list(target), "resized": len(todo)}
+    first = {s: i for i, s in reversed(list(enumerate(sizes))) if s is not None}  # earliest row of each size
+    target = max(counts, key=lambda s: (counts[s], -first[s]))
+    h, w = target
+    odd = [(i, s) for i, s in enumerate(sizes) if s is not None and s != target]
+    for i, (oh, ow) in odd:
+        errors[i] = (
+            f"image is {oh}x{ow} px (height x width) but the run's images are {h}x{w}, its most "
+            f"common size; resize it to {h}x{w}, or pass --image-size {h}x{w} (config: image_size = \"{h}x{w}\") "
+            "to resize every image at ingest"
+        )
+    if odd:
+        log.warning("ingest: %d row(s) have an image size other than the run's %dx%d, e.g. %s; they are kept with "
+                    "an error (pass --image-size %dx%d to resize them instead)", len(odd), h, w, rows.where(odd[0][0]), h, w)
+    return table, errors, {"image_size": [h, w], "resized": 0}
+
+
+def _resize_rows(table: pa.Table, todo: list[int], size: tuple[int, int], *, workers: int) -> pa.Table:
+    """``table`` with the images of rows ``todo`` resized to ``size`` and stored as PNG bytes."""
+    images, uris = table["image"].to_pylist(), table["uri"].to_pylist()
+
+    def resize(i: int) -> bytes:
+        return encode_png(image_to_array(fit_image(open_image(images[i], uris[i]), *size)))
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for i, data in zip(todo, track(pool.map(resize, todo), "resizing images", total=len(todo))):
+            images[i] = data
+    return table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
 
 
 def _check_trusted(labels: np.ndarray, split: np.ndarray, usable: np.ndarray, classes: list[str], allow_missing: bool) -> None:

@@ -38,6 +38,12 @@ class IngestParams:
     allow_missing_trusted: bool = option(False, "Allow classes that have no trusted example.")
     max_rows: int = option(0, "Read at most this many rows of the source (0 = all).")
     decode_workers: int = option(0, "Threads that decode images to validate them (0 = one per core).")
+    image_size: str = option(
+        "",
+        "HEIGHTxWIDTH (e.g. 32x32): resize every image of another size to it (scaled to cover, centre-cropped) "
+        "and store it as PNG bytes in the manifest, so that every later stage sees one size. Without it, the "
+        "run's size is its most common one and an image of another size keeps its row with an error.",
+    )
 
     def __post_init__(self) -> None:
         validate_choices(self)
@@ -49,6 +55,25 @@ class IngestParams:
             )
         if self.imbalance < 1:
             raise ValueError(f"option --imbalance is a max/min class ratio and must be >= 1 (1 = off), got {self.imbalance}")
+        if self.image_size:
+            parse_image_size(self.image_size)
+            if self.features:
+                raise ValueError("option --image-size resizes images; a feature table (--features) has none: drop one of them")
         for name, meaning in (("trusted_per_class", "none"), ("max_rows", "all rows"), ("decode_workers", "one per core")):
             if getattr(self, name) < 0:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 0 (0 = {meaning}), got {getattr(self, name)}")
+
+
+MAX_IMAGE_SIDE = 8192
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``--image-size`` as (height, width): ``HxW`` (``32x32``) or one number for a square (``32``)."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not all(1 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
+        raise ValueError(
+            f"option --image-size {text!r}: expected HEIGHTxWIDTH in pixels, each 1..{MAX_IMAGE_SIDE} (e.g. 32x32)"
+        )
+    return int(parts[0]), int(parts[1])

@@ -280,12 +280,12 @@ def test_float_and_categorical_labels(tmp_path: Path):
 
 def test_feature_table_with_max_rows_keeps_row_errors_aligned(tmp_path: Path):
     rows = [[float(i), 1.0] for i in range(6)]
-    rows[1] = [float("nan"), 1.0]
+    rows[2] = [float("nan"), 1.0]
     path = tmp_path / "feats.parquet"
     pq.write_table(pa.table({"id": list("abcdef"), "label": [0, 1] * 3, "emb": rows}), path)
     r = ingest(IngestParams(source=str(path), features="emb", max_rows=3, allow_missing_trusted=True))
     assert r.manifest.num_rows == 3
-    assert [e is not None for e in r.manifest["error"].to_pylist()] == [False, True, False]
+    assert [e is not None for e in r.manifest["error"].to_pylist()] == [False, False, True]
 
 
 def test_hugging_face_image_struct(tmp_path: Path):

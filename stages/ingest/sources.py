@@ -6,6 +6,8 @@ Labels stay raw here (ints or names): :func:`stages.ingest.core._map_labels` map
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,10 @@ CSV_TEXT_COLUMNS = ("id", "label", "uri", "split")
 # index, as in an integer Parquet column; any other text ("cat", "03") is a class name.
 _INDEX_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.0)?")
 _INT32_MAX = 2**31 - 1
+# A byte that is not UTF-8, as Python's "surrogateescape" decoding keeps it.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_SAVE_AS_UTF8 = ("save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; pandas: df.to_csv(path, index=False, "
+                 "encoding='utf-8'); or iconv -f latin1 -t utf-8 old.csv > new.csv)")
 
 
 class SourceError(ValueError):
@@ -122,11 +128,13 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
     is_csv = path.suffix.lower() in {".csv", ".tsv"}
     try:
         table = _read_file(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"cannot read {path}: {exc}") from exc
-    cols = set(table.column_names)
+        cols = set(table.column_names)  # (pyarrow decodes the names only here)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        problem = _csv_problem(path, "\t" if path.suffix.lower() == ".tsv" else ",") if is_csv else None
+        raise SourceError(problem or f"cannot read {path}: {exc}; check that it is a Parquet or CSV file") from exc
     if "label" not in cols:
-        raise SourceError(f"{path}: no 'label' column (columns are: {', '.join(table.column_names)})")
+        raise SourceError(f"{path}: no 'label' column (columns are: {', '.join(table.column_names)}); add one "
+                          "with each row's class index or class name")
     n = table.num_rows
     if n == 0:
         raise SourceError(f"{path} has no rows (only a header or a schema); nothing to ingest")
@@ -175,6 +183,38 @@ def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pacsv.read_csv(path, parse_options=opts, convert_options=convert)
 
 
+def _csv_problem(path: Path, delimiter: str) -> str | None:
+    """Where and why a CSV that pyarrow refused is malformed, in words one can act on: bytes that
+    are not UTF-8 (a latin-1 or UTF-16 export), or a row whose number of fields is not the header's.
+    None when neither is found (the caller then gives pyarrow's own message)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4096]:
+        return f"{path} is UTF-16 text (or holds NUL bytes), not UTF-8; {_SAVE_AS_UTF8}"
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="surrogateescape"), newline=""), delimiter=delimiter)
+    header = next(reader, [])
+    if any(_NOT_UTF8.search(f) for f in header):
+        return f"{path}: line 1 (the header) is not UTF-8 text; {_SAVE_AS_UTF8}"
+    id_col = header.index("id") if "id" in header else None
+    row = 0
+    for fields in reader:
+        if not fields:  # a blank line: pyarrow skips it too
+            continue
+        ident = fields[id_col] if id_col is not None and id_col < len(fields) else f"row-{row}"
+        where = f"{path}: line {reader.line_num} (row {row}, id {_NOT_UTF8.sub('?', ident)!r})"
+        bad = next((f for f in fields if _NOT_UTF8.search(f)), None)
+        if bad is not None:
+            byte = ord(_NOT_UTF8.findall(bad)[0]) - 0xDC00
+            return f"{where} is not UTF-8 text (byte 0x{byte:02x} in {_NOT_UTF8.sub('?', bad)!r}); {_SAVE_AS_UTF8}"
+        if len(fields) != len(header):
+            return (f"{where} has {len(fields)} fields but the header has {len(header)}; quote a value that "
+                    f"holds the delimiter (\"a{delimiter}b\") or remove the extra field")
+        row += 1
+    return None
+
+
 def referenced_image_files(path: Path) -> list[Path]:
     """The image files a manifest's ``uri`` column names, resolved as ingest resolves them; none
     for a file that is not a readable manifest with that column (ingest itself says what is wrong).
@@ -216,9 +256,12 @@ def _labels(column: pa.ChunkedArray, path: Path, ids: list[str], *, from_text: b
     if pa.types.is_floating(labels.type):
         labels = _whole_floats(labels.cast(pa.float64()), path, ids)
     if not pa.types.is_integer(labels.type):
+        values = labels.to_pylist()
+        i = next((j for j, v in enumerate(values) if v is not None), 0)
         raise SourceError(
-            f"{path}: 'label' must hold class indices (integers) or class names (text), got {labels.type}; "
-            "convert the column to one of those (e.g. with pandas: df['label'] = df['label'].astype(str))"
+            f"{path}: 'label' must hold class indices (integers) or class names (text), got {labels.type} "
+            f"(row {i}, id {ids[i]!r}, has {values[i]!r}); convert the column to one of those "
+            "(e.g. with pandas: df['label'] = df['label'].astype(str))"
         )
     big = np.flatnonzero(np.abs(labels.to_numpy(zero_copy_only=False).astype(np.float64)) > _INT32_MAX)  # null: NaN
     if len(big):

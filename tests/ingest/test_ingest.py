@@ -274,7 +274,7 @@ def test_float_and_categorical_labels(tmp_path: Path):
     m = ingest(IngestParams(source=str(path), allow_missing_trusted=True)).manifest
     assert class_names(m) == ["cat", "dog"] and m["label"].to_pylist() == [1, 0, None, 1]
     pq.write_table(pa.table({"id": list("abcd"), "label": [True, False, True, False], "image": images}), path)
-    with pytest.raises(IngestError, match=r"got bool; convert the column"):
+    with pytest.raises(IngestError, match=r"got bool \(row 0, id 'a', has True\); convert the column"):
         ingest(IngestParams(source=str(path), allow_missing_trusted=True))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
         if value is None:
             coerced[key] = None
             continue
+        if target is str and not isinstance(value, str):  # str() would turn ["digits"] into "['digits']"
+            example = value[0] if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str) else "..."
+            raise ValueError(f"{where}: option {key!r} must be of type str (one quoted string), got {value!r}; "
+                             f"write {key} = {json.dumps(example)}")
         if (target in (int, float) and isinstance(value, bool) or target is bool and not isinstance(value, bool)
                 or target is int and isinstance(value, float) and not value.is_integer()):  # 2.9 is not 2
             raise ValueError(f"{where}: option {key!r} must be of type {target.__name__}, got {value!r}")

@@ -10,6 +10,7 @@ Same tables, parameters and seed on CPU give identical weights and metrics.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,9 @@ from stages.train.models import MLP, SmallCNN
 from stages.train.params import TrainParams
 
 MAX_CNN_SIDE = 32  # the built-in CNN is sized for small images; larger ones need a model_factory
+LEFT_OUT_SHOWN = 20  # rows left out that metrics.json names (all are counted)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,16 +45,31 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _inputs(table: pa.Table, params: TrainParams) -> tuple[ManifestDataset, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dataset, x, labels, weights)``; x is ``(n, d)`` float32 features or ``(n, C, H, W)`` uint8 images."""
+def _inputs(
+    table: pa.Table, params: TrainParams
+) -> tuple[ManifestDataset | pa.Table, torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    """``(rows, x, labels, weights, left_out)``; x is ``(n, d)`` float32 features or ``(n, C, H, W)``
+    uint8 images. A row whose image cannot be read or has another size than the rest is left out
+    (``left_out``: its id and why) rather than failing the stage: one odd row costs that row.
+    ``rows`` is what the weighted sampler draws from: the dataset, or its usable rows."""
     ds = ManifestDataset(table, features=params.features)
     if len(ds) == 0:
         raise ValueError("the manifest has no usable rows (all have an error, or it is empty)")
-    arrays = ds.arrays()
+    arrays, errors = ds.usable_arrays()
+    keep = np.array([e is None for e in errors], dtype=bool)
+    ids = ds.table.column("id").to_pylist() if "id" in ds.table.column_names else list(range(len(ds)))
+    left_out = [{"id": ids[i], "error": e} for i, e in enumerate(errors) if e is not None]
     x = torch.from_numpy(arrays if arrays.flags.writeable else arrays.copy())
     if not params.features:
         x = x.permute(0, 3, 1, 2).contiguous()
-    return ds, x, torch.from_numpy(ds.labels), torch.from_numpy(ds.weights)
+    rows: ManifestDataset | pa.Table = ds if keep.all() else ds.table.filter(pa.array(keep))
+    return rows, x, torch.from_numpy(ds.labels[keep]), torch.from_numpy(ds.weights[keep]), left_out
+
+
+def _note_left_out(left_out: list[dict[str, Any]], what: str) -> None:
+    if left_out:
+        log.warning("train: %d %s row(s) left out, e.g. id %r: %s", len(left_out), what, left_out[0]["id"],
+                    left_out[0]["error"])
 
 
 def _as_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -166,9 +185,11 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     start_time = time.perf_counter()
     dev = resolve_device(device)
     generator = seed_everything(seed)
-    ds, x, y, w = _inputs(train, params)
+    rows, x, y, w, left_out = _inputs(train, params)
+    _note_left_out(left_out, "training")
     if len(y) < 2:
-        raise ValueError(f"the manifest has {len(y)} usable row; training needs at least 2")
+        why = f" ({len(left_out)} left out, e.g. id {left_out[0]['id']!r}: {left_out[0]['error']})" if left_out else ""
+        raise ValueError(f"the manifest has {len(y)} usable row(s){why}; training needs at least 2")
     if params.weighting == "loss" and not bool((w > 0).any()):
         raise ValueError("every manifest weight is zero; nothing to train on (export with another --policy)")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
@@ -181,7 +202,7 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     model = model.to(dev)
 
     n = len(y)
-    sampler = weighted_sampler(ds, seed=seed) if params.weighting == "sampler" else None
+    sampler = weighted_sampler(rows, seed=seed) if params.weighting == "sampler" else None
     steps_per_epoch = max(1, math.ceil(n / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
     optimizer = torch.optim.SGD(
@@ -191,8 +212,12 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(params, total_steps))
 
     x_test = y_test = None
+    test_left_out: list[dict[str, Any]] = []
     if test is not None:
-        _, x_test, y_test, _ = _inputs(test, params)
+        _, xt, yt, _, test_left_out = _inputs(test, params)
+        _note_left_out(test_left_out, "test")
+        if len(yt):
+            x_test, y_test = xt, yt
 
     history: list[dict[str, Any]] = []
     best_acc, best_epoch = -1.0, -1
@@ -239,6 +264,8 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
         "device": str(dev),
         "epochs": history,
         "train_loss": history[-1]["train_loss"] if history else None,
+        "left_out": len(left_out) + len(test_left_out),
+        "left_out_rows": (left_out + test_left_out)[:LEFT_OUT_SHOWN],
     }
     if x_test is not None:
         pred = predict(model, x_test, batch_size=params.eval_batch_size, device=dev, flatten=flatten)

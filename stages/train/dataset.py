@@ -12,6 +12,7 @@ dataset's ``table`` is the filtered table, so its rows line up with the dataset'
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,9 @@ from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from stages.common.arrow import vectors_from_arrow
-from stages.common.images import ImageError, image_to_array, open_image
+from stages.common.images import GRAY_MODES, ImageError, image_to_array, open_image
 
 ManifestLike = pa.Table | str | Path
-# PIL modes that hold one channel; anything else is read as RGB.
-_GRAY_MODES = frozenset({"1", "L", "LA", "P;L", "I", "I;16", "F"})
 
 
 def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Table:
@@ -107,32 +106,57 @@ def infer_mode(images: list[bytes | None], uris: list[str | None]) -> str:
     """``"L"`` when the first readable image has one channel, else ``"RGB"``."""
     for image, uri in zip(images, uris):
         try:
-            return "L" if open_image(image, uri).mode in _GRAY_MODES else "RGB"
+            return "L" if open_image(image, uri).mode in GRAY_MODES else "RGB"
         except ImageError:
             continue
-    raise ValueError("no row of the manifest has a readable image (image bytes or uri)")
+    raise ValueError("no row of the manifest has a readable image (image bytes or uri); to train on vectors "
+                     "instead, name a feature column (features=COLUMN; winnow train --features embedding)")
+
+
+def decode_rows(images: list[bytes | None], uris: list[str | None], *, mode: str) -> tuple[np.ndarray, list[str | None]]:
+    """Decode every image that can be used: one bad row should cost that row, not the whole run.
+
+    The manifest's size is its most common one (ties: the earliest row's), as ``winnow ingest``
+    decides it. Returns ``(pixels, errors)``: ``errors[i]`` says why row ``i`` cannot be used (its
+    image cannot be read, or has another size), None for a usable row; ``pixels`` is
+    ``(k, H, W, C)`` uint8 for the ``k`` usable rows, in manifest order.
+    """
+    arrays: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    for image, uri in zip(images, uris):
+        try:
+            arrays.append(image_to_array(open_image(image, uri, mode=mode)))
+            errors.append(None)
+        except ImageError as exc:
+            arrays.append(None)
+            errors.append(str(exc))
+    shapes = [a.shape if a is not None else None for a in arrays]
+    counts = Counter(s for s in shapes if s is not None)
+    if not counts:
+        return np.zeros((0, 1, 1, 1 if mode == "L" else 3), dtype=np.uint8), errors
+    first = {s: i for i, s in reversed(list(enumerate(shapes))) if s is not None}
+    h, w, _ = target = max(counts, key=lambda s: (counts[s], -first[s]))
+    for i, s in enumerate(shapes):
+        if s is not None and s != target:
+            errors[i] = (f"image is {s[0]}x{s[1]} px (height x width) but the manifest's images are {h}x{w}; resize "
+                         f"it, or re-run `winnow ingest --image-size {h}x{w}`, which resizes every image of a run")
+            arrays[i] = None
+    return np.stack([a for a in arrays if a is not None]), errors
 
 
 def decode_images(images: list[bytes | None], uris: list[str | None], *, mode: str) -> np.ndarray:
     """Decode every image into one ``(n, H, W, C)`` uint8 array (all images must share a size).
 
-    Raises ValueError naming the row whose image cannot be read or whose size differs.
+    Raises ValueError naming the first row whose image cannot be read or whose size is not the
+    most common one (:func:`decode_rows` leaves such rows out instead).
     """
-    arrays: list[np.ndarray] = []
-    for i, (image, uri) in enumerate(zip(images, uris)):
-        try:
-            arr = image_to_array(open_image(image, uri, mode=mode))
-        except ImageError as exc:
-            raise ValueError(f"manifest row {i}: {exc}; mark it with an 'error' to leave it out") from exc
-        if arrays and arr.shape != arrays[0].shape:
-            raise ValueError(
-                f"manifest row {i}: image shape {arr.shape} differs from {arrays[0].shape}; "
-                "pass a transform that resizes, or a model_factory for variable sizes"
-            )
-        arrays.append(arr)
-    if not arrays:
+    if not images:
         raise ValueError("manifest has no rows to decode")
-    return np.stack(arrays)
+    pixels, errors = decode_rows(images, uris, mode=mode)
+    bad = next((i for i, e in enumerate(errors) if e is not None), None)
+    if bad is not None:
+        raise ValueError(f"manifest row {bad}: {errors[bad]}; mark it with an 'error' to leave it out")
+    return pixels
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -225,6 +249,13 @@ class ManifestDataset(Dataset):
         if self._vectors is not None:
             return self._vectors
         return decode_images(self._images, self._uris, mode=self.mode)
+
+    def usable_arrays(self) -> tuple[np.ndarray, list[str | None]]:
+        """Like :meth:`arrays`, but a row whose image cannot be read or has another size is left out
+        of the array, with its reason in the returned errors (see :func:`decode_rows`)."""
+        if self._vectors is not None:
+            return self._vectors, [None] * len(self._vectors)
+        return decode_rows(self._images, self._uris, mode=self.mode or "RGB")
 
 
 def weighted_sampler(

@@ -95,6 +95,25 @@ def test_cnn_on_digit_images_learns_and_state_round_trips():
     assert torch.equal(state["head.weight"], result.model_state["head.weight"])
 
 
+def test_an_odd_or_unreadable_image_costs_its_row_not_the_run():
+    """One 16x16 image among 8x8 ones (and one that does not decode) used to abort training."""
+    digits = load_digits()
+    idx = np.arange(200)
+    train, test = _digit_table(idx, digits), _digit_table(np.arange(200, 260), digits)
+    images = train["image"].to_pylist()
+    images[5], images[9] = encode_png(np.zeros((16, 16), np.uint8)), b"not an image"
+    train = train.set_column(train.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+    for weighting in ("sampler", "loss"):
+        result = train_model(train, test, TrainParams(epochs=1, weighting=weighting), num_classes=10, seed=0)
+        m = result.metrics
+        assert m["num_train"] == 198 and m["input_shape"] == [1, 8, 8] and m["left_out"] == 2
+        assert [r["id"] for r in m["left_out_rows"]] == ["5", "9"]
+        assert "16x16" in m["left_out_rows"][0]["error"] and "--image-size 8x8" in m["left_out_rows"][0]["error"]
+        assert "cannot decode image" in m["left_out_rows"][1]["error"]
+    clean = train_model(_digit_table(idx, digits), test, TrainParams(epochs=1), num_classes=10, seed=0)
+    assert clean.metrics["left_out"] == 0 and clean.metrics["left_out_rows"] == []
+
+
 def test_model_factory_is_used_and_inputs_are_checked():
     x, y = _blobs(200, seed=0)
     built = []

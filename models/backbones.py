@@ -1,7 +1,8 @@
-"""Backbones from outside winnow: torchvision classifiers by name, TorchScript / torch.export files.
+"""Backbones from outside winnow: torchvision classifiers by name, TorchScript files.
 
 Nothing is ever downloaded: torchvision weights come from a local file (a ``state_dict`` saved
-with ``torch.save``) and are read with ``torch.load(weights_only=True)``.
+with ``torch.save``) and are read with ``torch.load(weights_only=True)``. No file a user gives is
+unpickled, so none can run Python code while it loads (see :func:`load_model_file`).
 
 Every torchvision classifier is wrapped as :class:`TorchvisionClassifier`: its last
 ``nn.Linear`` becomes ``head`` and everything before it ``body``, so that
@@ -12,6 +13,7 @@ Every torchvision classifier is wrapped as :class:`TorchvisionClassifier`: its l
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +165,23 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | N
 
 
 def load_model_file(path: str) -> nn.Module:
-    """Load a TorchScript (``torch.jit.save``) or ``torch.export.save`` file, on CPU.
+    """Load a TorchScript file (``torch.jit.save``) on CPU; refuse every other format.
 
     The model's output is either the embedding ``(B, d)``, or a tuple ``(embedding, logits)``.
+
+    TorchScript is the one model format torch reads without running Python: its archive goes
+    through torch's C++ unpickler, which rebuilds tensors and TorchScript classes and resolves any
+    other global as a TorchScript type from the archive itself (``posix.system`` is an unknown type
+    and the load fails), and its code is TorchScript, compiled by torch and limited to torch's
+    registered operators. PyTorch still asks to treat TorchScript from an unknown source like a
+    program from one (SECURITY.md): it has no Python, but it is code.
+
+    torch.export archives (``.pt2``) are refused, although torch can read them: as of torch 2.14
+    ``torch.export.load`` unpickles weights, constants and example inputs with
+    ``weights_only=False`` (or retries with it), evaluates symbolic shapes from the file with
+    ``sympy.sympify`` (``eval``), ``exec``s its guard code when the module is built, and loads
+    AOTInductor shared libraries, so a file can run any code while it loads or on its first
+    batch; checking its pickles first would close only the first of these.
     """
     p = Path(path)
     if not p.is_file():
@@ -174,14 +190,50 @@ def load_model_file(path: str) -> nn.Module:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what many ship
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(str(p), map_location="cpu")
-    except Exception as jit_exc:
-        try:
-            program = torch.export.load(str(p))
-        except Exception as exp_exc:
-            raise ValueError(
-                f"--model-file {path}: neither a TorchScript file ({jit_exc.__class__.__name__}) "
-                f"nor a torch.export file ({exp_exc.__class__.__name__})"
-            ) from exp_exc
-        module = program.module()
-        module.is_exported_program = True  # fixed batch size unless exported with a dynamic dim
-        return module
+    except Exception as exc:
+        raise ValueError(_refusal(path, _model_file_kind(p), exc)) from exc
+
+
+TO_TORCHSCRIPT = (
+    "torch.jit.save(torch.jit.script(model), 'model.ts') (or torch.jit.trace(model, example_input)) where you "
+    "trust the model, then pass --model-file model.ts"
+)
+
+
+def _model_file_kind(path: Path) -> str:
+    """'torch.export', 'pickle' (``torch.save`` of a whole module) or 'other', from the file's
+    container alone: a zip's member names or the pickle magic bytes; nothing is unpickled."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n.split("/", 1)[-1] for n in archive.namelist()]  # without the archive's root folder
+    except (zipfile.BadZipFile, OSError):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        return "pickle" if len(head) == 2 and head[0] == 0x80 and head[1] <= 5 else "other"
+    if "archive_format" in names:
+        return "torch.export"
+    if "data.pkl" in names and not any(n.startswith("code/") for n in names):
+        return "pickle"
+    return "other"
+
+
+def _refusal(path: str, kind: str, exc: Exception) -> str:
+    """Why ``--model-file path`` was not loaded, and what to give instead."""
+    if kind == "torch.export":
+        return (
+            f"--model-file {path}: a torch.export (.pt2) archive; winnow does not load these, because "
+            "torch.export.load can run code stored in the file (pickled objects, Python expressions, compiled "
+            "libraries). Convert it to TorchScript where you trust the file: torch.jit.save(torch.jit.trace("
+            f"torch.export.load('{path}').module(), example_input), 'model.ts'), then pass --model-file model.ts"
+        )
+    if kind == "pickle":
+        return (
+            f"--model-file {path}: a pickled model (torch.save of a whole module), which can run any code when "
+            f"unpickled, so winnow does not load it. Save it as TorchScript: {TO_TORCHSCRIPT}; or pass its "
+            "state_dict with --model NAME --weights FILE"
+        )
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"--model-file {path}: not a TorchScript file that torch can load ({reason}). winnow loads model files "
+        f"only as TorchScript, the one model format torch reads without running Python code: {TO_TORCHSCRIPT}"
+    )

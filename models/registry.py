@@ -3,8 +3,8 @@
 Names: ``small_cnn``, ``mlp``, ``resnet20``, ``resnet32`` (winnow's small networks) and every
 torchvision classification model (``resnet18``, ``resnet50``, ``vit_b_16``, ...). Every model
 built here has ``forward_features(x) -> (B, d)``, ``head`` (last ``nn.Linear``) and
-``forward(x) -> logits``; :func:`features_and_logits` also handles loaded TorchScript /
-torch.export files, whose output is the embedding or ``(embedding, logits)``.
+``forward(x) -> logits``; :func:`features_and_logits` also handles loaded TorchScript
+files, whose output is the embedding or ``(embedding, logits)``.
 """
 
 from __future__ import annotations
@@ -163,9 +163,9 @@ def features_and_logits(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Penultimate features ``(B, d)`` and logits ``(B, C)`` (None when unavailable or not asked).
 
-    Registry models use ``forward_features``/``head``; a loaded TorchScript / torch.export model
-    returns the embedding, or a tuple whose first item is the embedding and second the logits.
-    Any other module is run whole and its output taken as the embedding.
+    Registry models use ``forward_features``/``head``; a loaded TorchScript model returns the
+    embedding, or a tuple whose first item is the embedding and second the logits. Any other
+    module is run whole and its output taken as the embedding.
     """
     if hasattr(model, "forward_features") and isinstance(getattr(model, "head", None), nn.Module):
         feats = model.forward_features(x)

@@ -61,16 +61,14 @@ class BackboneHandler(ModelHandler[tuple[np.ndarray, int], np.ndarray, Any]):
         super().__init__(**kwargs)
         self._net = None if net is None else net.cpu()
         self._model_file, self._transform, self._name = model_file, transform, name
-        self._device, self._amp, self._batch_size = device, amp, batch_size
+        self._device, self._amp = device, amp
 
     def load_model(self) -> Any:
         from models.backbones import load_model_file
         from stages.embed.backbone import Backbone
 
         dev = resolve_device(self._device)
-        net = (load_model_file(self._model_file) if self._net is None else self._net).to(dev)
-        if not getattr(net, "is_exported_program", False):  # as build_backbone: exported programs keep their mode
-            net = net.eval()
+        net = (load_model_file(self._model_file) if self._net is None else self._net).to(dev).eval()
         return Backbone(net, self._transform, self._name, dev, self._amp)
 
     def run_inference(self, batch: Sequence[tuple[np.ndarray, int]], model: Any,
@@ -85,7 +83,7 @@ class BackboneHandler(ModelHandler[tuple[np.ndarray, int], np.ndarray, Any]):
             for start in range(0, len(idx), size):
                 part = idx[start : start + size]
                 x = nhwc[np.concatenate([part, np.repeat(part[-1:], size - len(part))])]
-                out = model.embed(torch.from_numpy(x).permute(0, 3, 1, 2), self._batch_size)[: len(part)]
+                out = model.embed(torch.from_numpy(x).permute(0, 3, 1, 2))[: len(part)]
                 for j, r in enumerate(part.tolist()):
                     feats[r] = out[j]
         return [PredictionResult(x, f.numpy()) for x, f in zip(batch, feats)]

@@ -92,8 +92,7 @@ class Backbone:
     def __init__(self, net: nn.Module, transform: ImageTransform, name: str, device: torch.device, amp: bool) -> None:
         self.net, self.transform, self.name, self.device = net, transform, name, device
         self.amp = amp and device.type == "cuda"
-        self.fixed_batch = bool(getattr(net, "is_exported_program", False))
-        if device.type == "cuda" and not isinstance(net, torch.jit.ScriptModule) and not self.fixed_batch:
+        if device.type == "cuda" and not isinstance(net, torch.jit.ScriptModule):
             self.net = self.net.to(memory_format=torch.channels_last)
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -105,15 +104,12 @@ class Backbone:
         return normalise(pixels, self.transform).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def embed(self, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, S, S) -> float32 (B, d) on CPU."""
-        b = len(pixels)
-        if self.fixed_batch and b < batch_size:  # exported programs may have a static batch dim
-            pixels = torch.cat([pixels, pixels[-1:].expand(batch_size - b, *pixels.shape[1:])])
         x = self.prepare(pixels.to(self.device, non_blocking=True))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             feats, _ = features_and_logits(self.net, x, logits=False)
-        return feats[:b].float().flatten(1).cpu()
+        return feats.float().flatten(1).cpu()
 
     @torch.inference_mode()
     def embed_and_classify(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,9 +158,7 @@ def build_backbone(
         net = model if model is not None else load_model_file(params.model_file)
         size = params.image_size or max(h, w)
         tf = ImageTransform(size, mode, (0.0,), (1.0,))  # model files get pixels in [0, 1]
-        net = net.to(device)
-        if not getattr(net, "is_exported_program", False):  # exported programs keep their export mode
-            net = net.eval()
+        net = net.to(device).eval()
         return Backbone(net, tf, params.model_file or "custom", device, params.amp), 0
     name = params.model
     if name == "auto":

@@ -2,8 +2,8 @@
 
 Steps (all rows stay aligned with the manifest; rows with an ingest ``error`` get NaN vectors):
 
-1. backbone: a registry model (optionally from a local ``--weights`` file), a TorchScript /
-   torch.export file, or no network at all (``features``: the ingest feature table);
+1. backbone: a registry model (optionally from a local ``--weights`` file), a TorchScript
+   file, or no network at all (``features``: the ingest feature table);
 2. warm-up (``--warmup E``): train the backbone E epochs on train + trusted (:mod:`.warmup`),
    i.e. on EVERY label the head is later cross-fitted on (see step 4);
    steps 1-2 are :func:`stages.embed.backbone.prepare_backbone`, which every executor calls;
@@ -277,7 +277,7 @@ def _embed_shards(
                          pin_memory=pin)
     done = 0
     for (i, _), (pixels, rows, errs) in zip(plan, track(loader, "embed", total=len(plan))):
-        parts[i].append((backbone.embed(pixels, params.batch_size), rows, errs))
+        parts[i].append((backbone.embed(pixels), rows, errs))
         done += len(rows)
         remaining[i] -= 1
         if remaining[i] == 0:

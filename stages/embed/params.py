@@ -24,8 +24,9 @@ class EmbedParams:
     )
     model_file: str = option(
         "",
-        "TorchScript or torch.export file to use instead of --model; its output is the embedding "
-        "or a tuple (embedding, logits).",
+        "TorchScript file (torch.jit.save) to use instead of --model; its output is the embedding or a tuple "
+        "(embedding, logits). Other formats (torch.export .pt2, pickled modules) can run code stored in the "
+        "file when loaded and are refused.",
     )
     image_size: int = option(0, "Side images are resized/centre-cropped to; 0 = the model's default.")
     batch_size: int = option(256, "Images per forward pass.")

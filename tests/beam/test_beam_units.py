@@ -183,7 +183,7 @@ def test_backbone_handler_matches_the_local_forward_pass_bitwise():
     local_batches = [np.arange(0, 8), np.arange(8, 13)]  # the local stage: batches of 8, then 5
     local = Backbone(net, tf, "small_cnn", torch.device("cpu"), False)
     expected = np.concatenate(
-        [local.embed(torch.from_numpy(nhwc[b]).permute(0, 3, 1, 2), 8).numpy() for b in local_batches])
+        [local.embed(torch.from_numpy(nhwc[b]).permute(0, 3, 1, 2)).numpy() for b in local_batches])
     handler = BackboneHandler(net, "", tf, "small_cnn", "cpu", False, 8)
     model = handler.load_model()
     order = np.random.default_rng(1).permutation(13)  # Beam batches rows as it likes

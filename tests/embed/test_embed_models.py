@@ -1,5 +1,6 @@
-"""Every backbone kind on CPU with tiny inputs: torchvision (+ local weights), TorchScript,
-torch.export, CIFAR ResNet-20/32, small CNN, MLP, and the feature pass-through."""
+"""Every backbone kind on CPU with tiny inputs: torchvision (+ local weights), TorchScript
+(also converted from torch.export, as the refusal of .pt2 files says), CIFAR ResNet-20/32, small
+CNN, MLP, and the feature pass-through."""
 
 from __future__ import annotations
 
@@ -120,12 +121,15 @@ def test_torchscript_file(tmp_path):
     np.testing.assert_allclose(res.embedding, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_torch_export_file_with_static_batch(tmp_path):
+def test_torch_export_program_converted_to_torchscript_as_the_refusal_says(tmp_path):
+    """winnow refuses .pt2 files (tests/reliability/test_untrusted_files.py); the conversion its
+    message gives, tracing the exported program's module into TorchScript, embeds the same."""
     torch.manual_seed(0)
     tiny = _Tiny().eval()
-    path = tmp_path / "tiny.pt2"
-    torch.export.save(torch.export.export(tiny, (torch.randn(4, 1, 8, 8),)), str(path))
-    manifest = make_manifest(7)  # batches of 4 + 3: the last one is padded to the static size
+    program = torch.export.export(tiny, (torch.randn(4, 1, 8, 8),))
+    path = tmp_path / "tiny.ts"
+    torch.jit.save(torch.jit.trace(program.module(), (torch.randn(4, 1, 8, 8),)), str(path))
+    manifest = make_manifest(7)  # batches of 4 + 3: the traced module takes any batch size
     res = run_embed(manifest, EmbedParams(model_file=str(path), batch_size=4, **FAST), num_classes=3)
     with torch.no_grad():
         expected = tiny(_pixels(manifest, "L"))[0].numpy()

@@ -255,7 +255,9 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None
                         beam_options=settings["beam_option"],
                         threads=settings["threads"] if threads is None else threads)
     if json_out:
-        _emit_json({"run_dir": str(run.root), "stages": {o.stage: {"cached": o.cached, "metrics": o.metrics} for o in outcomes}})
+        _emit_json({"run_dir": str(run.root), "stages": {
+            o.stage: {"cached": o.cached, "metrics": o.metrics, **({"skipped": o.record["skipped"]} if "skipped" in o.record else {})}
+            for o in outcomes}})
 
 
 def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -317,8 +319,19 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
 def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
              quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = (),
              threads: int = 0) -> list[StageOutcome]:
+    """Run ``plan`` in order. A stage that this run's data cannot feed (:func:`steps.skip_reason`:
+    evaluate without a truth, train without images) is skipped with a line saying why; its outcome
+    then has ``record == {"skipped": reason}``."""
     outcomes = []
     for step, params in plan:
+        reason = steps_mod.skip_reason(run, step, params)
+        if reason is not None:
+            removed = steps_mod.discard_outdated(run, step.name)
+            if not quiet:
+                console.print(f"[bold]{step.name}[/bold] skipped: {escape(reason)}"
+                              + (" (its results from earlier inputs were removed)" if removed else ""))
+            outcomes.append(StageOutcome(step.name, False, {"skipped": reason}))
+            continue
         outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
                           beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -563,6 +564,42 @@ def _steps() -> dict[str, Step]:
 
 STEPS = _steps()
 DEFAULT_PLAN = tuple(STEPS)
+
+
+def skip_reason(run: RunDir, step: Step, params: Any) -> str | None:
+    """Why ``winnow run`` skips ``step`` on this run's data, with what would make it run; None to run it.
+
+    Only two stages depend on what the data holds rather than on earlier stages: ``evaluate``
+    needs the truth (``true_label``, which only ``--inject-noise`` records, or ``--truth``) and
+    ``train`` needs images (or a feature column). A user's own images without a truth column, or a
+    feature table, must still reach ``report``.
+    """
+    if step.name not in ("evaluate", "train") or run.record("ingest") is None:
+        return None
+    manifest = load_manifest(run)
+    usable = _usable(manifest)
+    if step.name == "evaluate" and not params.truth and manifest["true_label"].null_count == manifest.num_rows:
+        return ("no truth to score the flags against: the manifest has no true_label (only ingest's --inject-noise "
+                "records one); to evaluate, set [evaluate] truth = \"PATH\" (a table of id and true label)")
+    if step.name == "train" and not params.features:
+        has_image = manifest["image"].is_valid().to_numpy(zero_copy_only=False) | manifest["uri"].is_valid().to_numpy(
+            zero_copy_only=False)
+        if not (has_image & usable).any():
+            return ("the manifest has no images (ingest read a feature table); to train on the embeddings, set "
+                    "[train] features = \"embedding\"")
+    return None
+
+
+def discard_outdated(run: RunDir, stage: str) -> bool:
+    """Remove ``stage``'s folder if its outputs come from inputs that have changed since (``winnow
+    run`` skips the stage this time); a later stage would otherwise refuse to mix them with the new
+    ones, or show them as if they were about this data. ``stage.json`` goes first, so that an
+    interrupted removal leaves a folder that counts as absent. Returns whether it removed one."""
+    if run.record(stage) is None or outdated_input(run, stage) is None:
+        return False
+    (run.stage_dir(stage) / "stage.json").unlink()
+    shutil.rmtree(run.stage_dir(stage), ignore_errors=True)
+    return True
 
 DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "ingest": {"source": "digits", "inject_noise": "uniform:0.4", "trusted_per_class": 10},

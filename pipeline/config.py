@@ -72,8 +72,11 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
             coerced[key] = target(value) if target in (int, float, str) else value
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: option {key!r} must be of type {target.__name__}, got {value!r}") from exc
-    params = params_cls(**coerced)
-    validate_choices(params)
+    try:
+        params = params_cls(**coerced)
+        validate_choices(params)
+    except ValueError as exc:  # a value out of range: the message names the option, add where it was set
+        raise ValueError(f"{where}: {exc}") from exc
     return params
 
 

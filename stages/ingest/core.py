@@ -135,6 +135,11 @@ def ingest(
         kind, rate, background = noise_mod.parse_noise(params.inject_noise)
         candidates = np.flatnonzero((split_arr == schema.TRAIN) & usable & keep)
         true_label = labels.copy()
+        if kind == "background" and not 0 <= background < num_classes:
+            raise IngestError(
+                f"--inject-noise {params.inject_noise}: background class {background} is not a class index of this "
+                f"source (0..{num_classes - 1}: {_show(classes)}); give one of those indices"
+            )
         labels = noise_mod.inject_noise(
             labels, candidates, kind=kind, rate=rate, num_classes=num_classes, background=background, rng=_rng(seed, 4)
         )
@@ -186,10 +191,16 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
             "in both (pandas: df['label'] = df['label'].astype(str))"
         )
     if (emb is None) != (trusted.embedding is None):
-        raise IngestError("the trusted table must be a feature table exactly when the source is one (--features)")
+        raise IngestError(
+            f"--features: the trusted file {trusted.description} must be a feature table exactly when the source "
+            f"{raw.description} is one; give both as feature tables (with the --features column) or neither"
+        )
     if emb is not None and trusted.embedding is not None:
         if emb.shape[1] != trusted.embedding.shape[1]:
-            raise IngestError(f"embedding sizes differ: source {emb.shape[1]}, trusted {trusted.embedding.shape[1]}")
+            raise IngestError(
+                f"embedding sizes differ: {raw.description} has {emb.shape[1]} values per row, the trusted file "
+                f"{trusted.description} {trusted.embedding.shape[1]}; compute both with the same model"
+            )
         emb = np.concatenate([emb, trusted.embedding])
     errors += list(trusted.extra.get("errors", [None] * t.num_rows))
     return pa.concat_tables([table, t.cast(table.schema)]), emb, errors

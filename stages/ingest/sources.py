@@ -137,7 +137,8 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
                           "with each row's class index or class name")
     n = table.num_rows
     if n == 0:
-        raise SourceError(f"{path} has no rows (only a header or a schema); nothing to ingest")
+        raise SourceError(f"{path} has no rows (only a header or a schema); nothing to ingest: write the rows "
+                          "(one per example) under the header")
     ids = [str(v) for v in table["id"].to_pylist()] if "id" in cols else [f"row-{i}" for i in range(n)]
     if "id" in cols and table["id"].null_count:
         first = table["id"].is_null().to_pylist().index(True)
@@ -266,7 +267,8 @@ def _labels(column: pa.ChunkedArray, path: Path, ids: list[str], *, from_text: b
     big = np.flatnonzero(np.abs(labels.to_numpy(zero_copy_only=False).astype(np.float64)) > _INT32_MAX)  # null: NaN
     if len(big):
         i = int(big[0])
-        raise SourceError(f"{path}: row {i} (id {ids[i]!r}) has label {labels[i].as_py()}, too large for a class index")
+        raise SourceError(f"{path}: row {i} (id {ids[i]!r}) has label {labels[i].as_py()}, too large for a class index; "
+                          "fix the label, or give the labels as class names (text) if they are codes")
     return labels.cast(pa.int32())
 
 
@@ -311,11 +313,12 @@ def _vectors(column: pa.ChunkedArray, path: Path, name: str) -> tuple[np.ndarray
     keep a reason in the returned errors (and zeros as values) instead of failing the whole table."""
     col = column.combine_chunks()
     if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type)):
-        raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {col.type}")
+        raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {col.type}; write "
+                          "one list of floats per row (pandas: a column of lists or numpy arrays)")
     lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
     valid_lengths = lengths[lengths >= 0]
     if len(valid_lengths) == 0:
-        raise SourceError(f"{path}: feature column {name!r} has no non-null vector")
+        raise SourceError(f"{path}: feature column {name!r} has no non-null vector; write one list of floats per row")
     d = int(np.bincount(valid_lengths).argmax())
     out = np.zeros((len(col), d), dtype=np.float32)
     errors: list[str | None] = [None] * len(col)

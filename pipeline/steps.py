@@ -35,11 +35,12 @@ class Step:
     summary: str
 
 
-def source_digest(*paths: str) -> str:
+def source_digest(*paths: str, data_root: str = "", allow_any_path: bool = False) -> str:
     """Fingerprint of ingest's sources: file sizes and modification times (not contents: an image
     folder can hold millions of files), including the image files a manifest's ``uri`` column
-    names, or the scikit-learn version for the bundled digits."""
-    from stages.ingest.sources import referenced_image_files
+    names, or the scikit-learn version for the bundled digits. Only files under the data root
+    count (see :mod:`stages.ingest.sources`): one outside is neither read nor stat'ed."""
+    from stages.ingest.sources import source_files
 
     entries: list[Any] = []
     for p in paths:
@@ -50,12 +51,8 @@ def source_digest(*paths: str) -> str:
 
             entries.append(["digits", sklearn.__version__])
             continue
-        path = Path(p).resolve()
-        if path.is_file():
-            files = [path, *referenced_image_files(path)]
-        else:
-            files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
-        entries.append([str(path)] + [[str(f), *_stat(f)] for f in files])
+        files = source_files(p, data_root=data_root, allow_any_path=allow_any_path)
+        entries.append([str(Path(p).resolve())] + [[str(f), *_stat(f)] for f in files])
     return json_digest(entries)
 
 
@@ -90,7 +87,8 @@ def input_digests(run: RunDir, step: Step, params: Any) -> dict[str, str]:
     """
     out: dict[str, str] = {"code": code_digest()}
     if step.name == "ingest":
-        out["source"] = source_digest(params.source, params.trusted)
+        out["source"] = source_digest(params.source, params.trusted, data_root=params.data_root,
+                                      allow_any_path=params.allow_any_path)
     for up in step.required + step.optional:
         rec = run.record(up)
         if rec is None:

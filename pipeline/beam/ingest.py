@@ -27,13 +27,19 @@ from pipeline.runner import StageContext
 from stages.common import schema
 from stages.ingest.core import ImageCheck, check_image
 from stages.ingest.params import IngestParams
-from stages.ingest.sources import image_column
+from stages.ingest.sources import contained_path, image_column, resolve_data_root
 
 BATCH_ROWS = 512  # rows per element sent to the workers
 
 
-def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) -> Iterator[tuple[str, ImageCheck]]:
-    """(id, (error or None, image size)) for every row of a batch with ``id`` and ``image`` and/or ``uri``."""
+def _errors_of_batch(
+    batch: pa.RecordBatch | pa.Table, base: str | None = None, root: str | None = None
+) -> Iterator[tuple[str, ImageCheck]]:
+    """(id, (error or None, image size)) for every row of a batch with ``id`` and ``image`` and/or ``uri``.
+
+    With ``base`` (a Parquet manifest's folder) the uris are resolved here, under the data root
+    ``root`` (None: anywhere) exactly as :mod:`stages.ingest.sources` does: a path outside is not
+    opened; its row's error comes from the launcher, which read the same path."""
     names = batch.schema.names
     n = batch.num_rows
     ids = pc.cast(batch.column(names.index("id")), pa.string()).to_pylist()
@@ -46,7 +52,8 @@ def _errors_of_batch(batch: pa.RecordBatch | pa.Table, base: str | None = None) 
         if paths is not None:  # Hugging Face's struct<bytes, path>: a row without bytes is read from its path
             uris = [u if u is not None or b is not None else p for u, b, p in zip(uris, images, paths)]
     if base is not None:  # uris of a Parquet manifest are relative to the manifest, as in stages.ingest.sources
-        uris = [None if u is None else str((Path(base) / u).resolve()) for u in uris]
+        allowed = None if root is None else Path(root)
+        uris = [None if u is None else contained_path(Path(base), u, allowed) for u in uris]
     for i, image, uri in zip(ids, images, uris):
         yield i, check_image(image, uri)
 
@@ -67,10 +74,13 @@ def beam_validator(params: IngestParams, options: Any, work: Path) -> Callable[[
                 if "id" in file_cols:
                     source_ids = pc.cast(pq.read_table(source, columns=["id"])["id"], pa.string())
                     cols = [c for c in ("id", "uri", "image") if c in file_cols]
+                    base = source.resolve().parent
+                    root = resolve_data_root(base, params.data_root, params.allow_any_path)
                     parts.append(
                         p
                         | "read source" >> ReadFromParquetBatched(str(source), columns=cols)
-                        | "decode source" >> beam.FlatMap(_errors_of_batch, base=str(source.resolve().parent))
+                        | "decode source" >> beam.FlatMap(_errors_of_batch, base=str(base),
+                                                           root=None if root is None else str(root))
                     )
                     rest = table.filter(pc.invert(pc.is_in(table["id"], value_set=source_ids.combine_chunks())))
             if rest.num_rows:

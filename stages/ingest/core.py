@@ -83,8 +83,9 @@ def ingest(
     The Beam executor passes a function that decodes the images on its workers instead.
     """
     try:
-        raw = read_source(params.source, features=params.features, max_rows=params.max_rows)
-        trusted_raw = read_source(params.trusted, features=params.features) if params.trusted else None
+        where = {"data_root": params.data_root, "allow_any_path": params.allow_any_path}
+        raw = read_source(params.source, features=params.features, max_rows=params.max_rows, **where)
+        trusted_raw = read_source(params.trusted, features=params.features, **where) if params.trusted else None
     except SourceError as exc:
         raise IngestError(str(exc)) from exc
     if raw.table.num_rows == 0:

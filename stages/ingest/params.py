@@ -24,6 +24,18 @@ class IngestParams:
         "A second manifest or image folder whose rows form the trusted (clean) split; its labels are "
         "matched to the source's classes by name (by index when both hold integers).",
     )
+    data_root: str = option(
+        "",
+        "Folder that every image a manifest names (uri, or the path of an image struct) or an image folder "
+        "holds must resolve under, symbolic links followed; default: the manifest's own folder (an image "
+        "folder: itself). Relative paths stay relative to the manifest. A path outside keeps its row with "
+        "an error that does not tell whether the file exists.",
+    )
+    allow_any_path: bool = option(
+        False,
+        "Read image paths anywhere, outside the data root too (the behaviour before --data-root). Only for "
+        "manifests you trust: a manifest could name any file this process may read and put it in the report.",
+    )
     trusted_per_class: int = option(0, "Sample this many trusted rows per class (seeded; for experiments).")
     features: str = option("", "Treat the source as a feature table and use this column as the embedding.")
     inject_noise: str = option(

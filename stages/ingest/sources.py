@@ -2,13 +2,21 @@
 manifest columns ``id, uri, image, label_raw, split`` (split may be null) in source order.
 
 Labels stay raw here (ints or names): :func:`stages.ingest.core._map_labels` maps them to class indices.
+
+Every file a source names (a manifest's ``uri``, the ``path`` of a Hugging Face image struct, a
+file in an image folder) must resolve, symbolic links followed, under the source's data root:
+the manifest's folder (an image folder: itself) unless ``--data-root`` names another. A path
+outside is a row error that reads the same whether the file exists or not, and nothing outside
+the root is opened or stat'ed; ``--allow-any-path`` lifts the rule for manifests one trusts.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +54,14 @@ class RawSource:
     extra: dict = field(default_factory=dict)
 
 
-def read_source(source: str, *, features: str = "", max_rows: int = 0) -> RawSource:
-    """Dispatch on what ``source`` is: 'digits', a folder, or a .parquet/.csv file."""
+def read_source(
+    source: str, *, features: str = "", max_rows: int = 0, data_root: str = "", allow_any_path: bool = False
+) -> RawSource:
+    """Dispatch on what ``source`` is: 'digits', a folder, or a .parquet/.csv file.
+
+    ``data_root`` / ``allow_any_path``: where the files a manifest or folder names may be (see the
+    module docstring); the default root is the manifest's folder, or the image folder itself.
+    """
     if source == "digits":
         raw = read_digits()
     else:
@@ -57,13 +71,13 @@ def read_source(source: str, *, features: str = "", max_rows: int = 0) -> RawSou
         if path.is_dir():
             if features:
                 raise SourceError("--features needs a Parquet feature table, not a folder")
-            raw = read_image_folder(path)
+            raw = read_image_folder(path, data_root=data_root, allow_any_path=allow_any_path)
         elif path.suffix.lower() in {".parquet", ".pq"}:
-            raw = read_table_file(path, features=features)
+            raw = read_table_file(path, features=features, data_root=data_root, allow_any_path=allow_any_path)
         elif path.suffix.lower() in {".csv", ".tsv"}:
             if features:
                 raise SourceError("--features needs a Parquet feature table; CSV cannot hold vectors")
-            raw = read_table_file(path, features="")
+            raw = read_table_file(path, features="", data_root=data_root, allow_any_path=allow_any_path)
         else:
             raise SourceError(f"source {source!r}: unsupported file type {path.suffix!r}; use .parquet or .csv")
     if max_rows and raw.table.num_rows > max_rows:
@@ -78,6 +92,65 @@ def _head(raw: RawSource, n: int) -> None:
         raw.embedding = raw.embedding[:n]
     if "errors" in raw.extra:
         raw.extra["errors"] = raw.extra["errors"][:n]
+
+
+ALLOW_PATH = ("pass --data-root DIR with a folder that holds it, or --allow-any-path to read files anywhere (only "
+              "for a manifest you trust); in a config: data_root = \"DIR\" or allow_any_path = true under [ingest]")
+
+
+def resolve_data_root(default: Path, data_root: str = "", allow_any_path: bool = False) -> Path | None:
+    """The folder every file a source names must resolve under, symbolic links resolved: ``data_root``
+    if given, else ``default`` (the manifest's folder, or the image folder); None with ``allow_any_path``."""
+    if allow_any_path:
+        return None
+    if data_root:
+        if not Path(data_root).is_dir():
+            raise SourceError(f"--data-root {data_root}: not a folder; give the folder that holds the images "
+                              "the manifest names")
+        return Path(os.path.realpath(data_root))
+    return Path(os.path.realpath(default))
+
+
+def contained_path(base: Path, path: str, root: Path | None) -> str | None:
+    """``path`` (relative to ``base`` unless absolute) as an absolute path, symbolic links resolved,
+    or None when that lies outside ``root`` or is no valid path. Decided from names and links only,
+    never from whether the file exists, so that a row's error says nothing about files outside."""
+    try:
+        resolved = os.path.realpath(os.path.join(base, path))
+    except ValueError:  # an embedded NUL byte
+        return None
+    return resolved if root is None or Path(resolved).is_relative_to(root) else None
+
+
+def path_error(row_id: str, what: str, path: str, root: Path | None) -> str:
+    """The row error for a ``path`` that :func:`contained_path` refused: one text whether or not the
+    file exists, naming the row and how to allow the path."""
+    if root is None or "\0" in path:
+        return f"row {row_id!r}: {what} {path!r} is not a valid file path"
+    return f"row {row_id!r}: {what} {path!r} resolves outside the data root {root}, so it is not read; {ALLOW_PATH}"
+
+
+def _files_below(folder: Path, root: Path | None) -> Iterator[tuple[Path, bool]]:
+    """Every file below ``folder`` (not into linked folders, as ``Path.rglob``) and whether it is a
+    symbolic link that resolves outside ``root``; such a link's target is never stat'ed."""
+    stack = [folder]
+    while stack:
+        here = stack.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                if root is not None and not Path(os.path.realpath(path)).is_relative_to(root):
+                    yield path, True
+                elif path.is_file():
+                    yield path, False
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                yield path, False
 
 
 def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Array, split: list | None) -> pa.Table:
@@ -105,26 +178,47 @@ def read_digits() -> RawSource:
     return RawSource(_table(ids, None, images, labels, None), [str(c) for c in range(10)], description="digits")
 
 
-def read_image_folder(root: Path) -> RawSource:
-    """``root/<class>/<file>``: one class per sub-folder, sorted by name; ids are relative paths."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def read_image_folder(root: Path, *, data_root: str = "", allow_any_path: bool = False) -> RawSource:
+    """``root/<class>/<file>``: one class per sub-folder, sorted by name; ids are relative paths.
+
+    An image file that is a symbolic link resolving outside the data root keeps its row with an
+    error; a class folder that does is refused as a whole (listing it would show what it holds).
+    """
+    allowed = resolve_data_root(root, data_root, allow_any_path)
+    if allowed is not None and not Path(os.path.realpath(root)).is_relative_to(allowed):
+        raise SourceError(f"image folder {root} is outside --data-root {data_root}; give a data root that holds it")
+    classes = []
+    for p in root.iterdir():
+        if p.name.startswith("."):
+            continue
+        if allowed is not None and p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(allowed):
+            raise SourceError(f"image folder {root}: {p.name!r} is a symbolic link that resolves outside the data "
+                              f"root {allowed}, so it is not read; {ALLOW_PATH}")
+        if p.is_dir():
+            classes.append(p.name)
+    classes.sort()
     if not classes:
         raise SourceError(f"image folder {root} has no class sub-folders; expected {root}/<class>/<image file>")
-    ids, uris, labels = [], [], []
+    ids, uris, labels, errors = [], [], [], []
     for label, name in enumerate(classes):
-        for f in sorted((root / name).rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+        for f, outside in sorted(_files_below(root / name, allowed)):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 ids.append(f.relative_to(root).as_posix())
-                uris.append(str(f.resolve()))
+                uris.append(None if outside else os.path.realpath(f))
+                errors.append(path_error(ids[-1], "file", ids[-1], allowed) if outside else None)
                 labels.append(label)
     return RawSource(
-        _table(ids, uris, None, pa.array(labels, pa.int32()), None), classes, description=f"image folder {root}"
+        _table(ids, uris, None, pa.array(labels, pa.int32()), None), classes, description=f"image folder {root}",
+        extra={"errors": errors},
     )
 
 
-def read_table_file(path: Path, *, features: str) -> RawSource:
+def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any_path: bool = False) -> RawSource:
     """A Parquet or CSV manifest (``id``, ``label``, ``uri`` or ``image``, optional ``split``),
-    or a feature table (``id``, ``label``, and the embedding column named by ``features``)."""
+    or a feature table (``id``, ``label``, and the embedding column named by ``features``).
+
+    Relative paths are relative to the manifest's folder; every path must resolve under the data
+    root (:func:`resolve_data_root`), else its row keeps an error and no ``uri``."""
     is_csv = path.suffix.lower() in {".csv", ".tsv"}
     try:
         table = _read_file(path)
@@ -161,13 +255,20 @@ def read_table_file(path: Path, *, features: str) -> RawSource:
                 "(encoded bytes); for precomputed embeddings pass --features COLUMN"
             )
         base = path.resolve().parent
+        root = resolve_data_root(base, data_root, allow_any_path)
+        named: list[str | None] = [None] * n  # the path each row reads its image from, as written
+        what = ["uri"] * n
         if "uri" in cols:
-            uris = [_resolve(base, u) for u in table["uri"].cast(pa.string()).to_pylist()]
+            named = table["uri"].cast(pa.string()).to_pylist()
         if "image" in cols:
             images, paths = image_column(table["image"], path)
             if paths is not None:  # a row without bytes is read from its path, as Hugging Face datasets does
-                uris = uris or [None] * n
-                uris = [u if u is not None or b is not None else _resolve(base, p) for u, b, p in zip(uris, images, paths)]
+                for i, (b, p) in enumerate(zip(images, paths)):
+                    if named[i] is None and b is None and p is not None:
+                        named[i], what[i] = p, "image path"
+        uris = [None if p is None else contained_path(base, p, root) for p in named]
+        extra["errors"] = [None if p is None or u is not None else path_error(ids[i], what[i], p, root)
+                           for i, (p, u) in enumerate(zip(named, uris))]
     return RawSource(_table(ids, uris, images, labels, split), None, embedding, description=str(path), extra=extra)
 
 
@@ -216,25 +317,41 @@ def _csv_problem(path: Path, delimiter: str) -> str | None:
     return None
 
 
-def referenced_image_files(path: Path) -> list[Path]:
-    """The image files a manifest's ``uri`` column names, resolved as ingest resolves them; none
-    for a file that is not a readable manifest with that column (ingest itself says what is wrong).
-    The stage cache fingerprints them: replacing an image must re-run ingest."""
+def referenced_image_files(path: Path, *, data_root: str = "", allow_any_path: bool = False) -> list[Path]:
+    """The image files a manifest's ``uri`` column names, resolved as ingest resolves them and
+    only those under its data root; none for a file that is not a readable manifest with that
+    column (ingest itself says what is wrong). The stage cache fingerprints them: replacing an
+    image must re-run ingest, and a file outside the root must not be stat'ed."""
     if path.suffix.lower() not in {".parquet", ".csv", ".tsv"}:
         return []
     try:
         if path.suffix.lower() == ".parquet" and "uri" not in pq.read_schema(path).names:
             return []
         uris = _read_file(path, ["uri"])["uri"].cast(pa.string()).to_pylist()
-    except (pa.ArrowException, OSError, KeyError):
+        base = path.resolve().parent
+        root = resolve_data_root(base, data_root, allow_any_path)
+    except (pa.ArrowException, OSError, KeyError, SourceError):
         return []
-    base = path.resolve().parent
-    return [(base / u).resolve() for u in uris if u]  # as _resolve does
+    resolved = (contained_path(base, u, root) for u in uris if u)
+    return [Path(r) for r in resolved if r is not None]
 
 
-def _resolve(base: Path, uri: str | None) -> str | None:
-    """An image path as an absolute path; relative paths are relative to the manifest's folder."""
-    return None if uri is None else str((base / uri).resolve())
+def source_files(source: str, *, data_root: str = "", allow_any_path: bool = False) -> list[Path]:
+    """What ingest reads of ``source`` (a manifest and the images it names, or every file of a
+    folder) under the data root, for the stage cache's fingerprint; files outside are left out
+    unstat'ed, as ingest leaves them unread."""
+    path = Path(source).resolve()
+    if path.is_file():
+        return [path, *referenced_image_files(path, data_root=data_root, allow_any_path=allow_any_path)]
+    if not path.is_dir():
+        return []
+    try:
+        root = resolve_data_root(path, data_root, allow_any_path)
+    except SourceError:
+        return []
+    if root is not None and not path.is_relative_to(root):
+        return []  # ingest refuses a folder outside --data-root
+    return sorted(f for f, outside in _files_below(path, root) if not outside)
 
 
 def _labels(column: pa.ChunkedArray, path: Path, ids: list[str], *, from_text: bool) -> pa.Array:

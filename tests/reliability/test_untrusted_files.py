@@ -203,3 +203,212 @@ def test_cli_embed_refuses_a_malicious_model_file_with_exit_code_1(exported, tmp
                                     "--folds", "2", "-q"])
     assert res.exit_code == 0, res.output
     assert (run / "embed" / "features.parquet").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths a manifest or an image folder names stay under the data root.
+
+
+def _layout(tmp_path: Path) -> tuple[Path, Path]:
+    """``data/`` (a manifest's folder: 2 classes x 3 images, and ``img/link.png``, a symbolic link
+    to ``outside/x.png``) and ``outside/`` (``x.png``, a real image)."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "img").mkdir(parents=True)
+    outside.mkdir()
+    for i in range(6):
+        (data / "img" / f"{i}.png").write_bytes(png_bytes(30 * i))
+    (outside / "x.png").write_bytes(png_bytes(200))
+    (data / "img" / "link.png").symlink_to(outside / "x.png")
+    return data, outside
+
+
+ESCAPES = {  # id -> uri as written in the manifest
+    "relative": "../outside/x.png",
+    "relative-missing": "../outside/missing.png",
+    "absolute": "{outside}/x.png",
+    "absolute-missing": "{outside}/missing.png",
+    "symlink": "img/link.png",
+    "deep": "img/../../../../../../../../../../etc/passwd",
+}
+
+
+def _manifest(data: Path, outside: Path, kind: str = "csv") -> Path:
+    """Six good rows, then one row per :data:`ESCAPES` entry, and (Parquet) a Hugging Face image
+    struct whose ``path`` escapes: every row must stay in the manifest."""
+    ids = [f"good{i}" for i in range(6)] + list(ESCAPES)
+    uris = [f"img/{i}.png" for i in range(6)] + [u.format(outside=outside) for u in ESCAPES.values()]
+    labels = ["cat", "dog"] * 3 + ["cat"] * len(ESCAPES)
+    if kind == "csv":
+        path = data / "m.csv"
+        path.write_text("id,uri,label\n" + "".join(f"{i},{u},{y}\n" for i, u, y in zip(ids, uris, labels)))
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = [None] * len(ids) + [{"bytes": None, "path": "../outside/x.png"}]
+    path = data / "m.parquet"
+    pq.write_table(pa.table({"id": ids + ["hf-path"], "uri": pa.array(uris + [None], pa.string()),
+                             "image": pa.array(images, struct), "label": labels + ["dog"]}), path)
+    return path
+
+
+def _ingest(source: Path, **options: object):
+    from stages.ingest import IngestParams, ingest
+
+    return ingest(IngestParams(source=str(source), trusted_per_class=1, **options), seed=0).manifest
+
+
+def _errors(manifest) -> dict[str, str | None]:
+    return dict(zip(manifest["id"].to_pylist(), manifest["error"].to_pylist()))
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_manifest_paths_outside_the_data_root_are_row_errors_and_every_row_is_kept(kind: str, tmp_path: Path):
+    data, outside = _layout(tmp_path)
+    source = _manifest(data, outside, kind)
+    m = _ingest(source)
+    escaped = [*ESCAPES, "hf-path"] if kind == "parquet" else list(ESCAPES)
+    assert m["id"].to_pylist() == [f"good{i}" for i in range(6)] + escaped, "no row is dropped"
+    errors, uris = _errors(m), dict(zip(m["id"].to_pylist(), m["uri"].to_pylist()))
+    assert all(errors[f"good{i}"] is None for i in range(6))
+    root = os.path.realpath(data)
+    for rid in escaped:
+        assert errors[rid].startswith(f"row {rid!r}: ") and f"outside the data root {root}" in errors[rid]
+        assert "--data-root DIR" in errors[rid] and "--allow-any-path" in errors[rid]
+        assert uris[rid] is None, "the manifest keeps no path outside the root for later stages to open"
+    if kind == "parquet":  # a struct's path is read only without bytes, and then contained alike
+        assert "image path '../outside/x.png'" in errors["hf-path"]
+
+
+def test_the_error_is_the_same_whether_the_file_outside_exists_or_not(tmp_path: Path):
+    data, outside = _layout(tmp_path)
+    source = _manifest(data, outside)
+    (outside / "missing.png").write_bytes(png_bytes(9))  # now every file outside exists
+    present = _ingest(source)
+    for f in outside.iterdir():
+        f.unlink()  # now none does (img/link.png dangles)
+    absent = _ingest(source)
+    assert _errors(present) == _errors(absent)
+    assert present["uri"].to_pylist() == absent["uri"].to_pylist()
+
+
+def test_allow_any_path_and_data_root_let_the_paths_through(tmp_path: Path):
+    data, outside = _layout(tmp_path)
+    source = _manifest(data, outside)
+    x = os.path.realpath(outside / "x.png")
+    for options in ({"allow_any_path": True}, {"data_root": str(tmp_path)}):
+        m = _ingest(source, **options)
+        errors, uris = _errors(m), dict(zip(m["id"].to_pylist(), m["uri"].to_pylist()))
+        for rid in ("relative", "absolute", "symlink"):
+            assert errors[rid] is None and uris[rid] == x, options
+        assert "not found" in errors["relative-missing"] and "not found" in errors["absolute-missing"]
+    # /etc is outside tmp_path: still refused with --data-root, read (and not an image) with --allow-any-path
+    assert "outside the data root" in _errors(_ingest(source, data_root=str(tmp_path)))["deep"]
+    assert "outside the data root" not in (_errors(_ingest(source, allow_any_path=True))["deep"] or "")
+
+
+def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path: Path):
+    from stages.ingest import IngestError
+
+    data, outside = _layout(tmp_path)
+    with pytest.raises(IngestError, match=r"--data-root .*nowhere: not a folder"):
+        _ingest(_manifest(data, outside), data_root=str(tmp_path / "nowhere"))
+
+
+def _photos(tmp_path: Path) -> tuple[Path, Path]:
+    photos, outside = tmp_path / "photos", tmp_path / "outside"
+    for c, name in enumerate(["cat", "dog"]):
+        (photos / name).mkdir(parents=True)
+        for i in range(3):
+            (photos / name / f"{i}.png").write_bytes(png_bytes(50 * c + 10 * i))
+    outside.mkdir(exist_ok=True)
+    (outside / "x.png").write_bytes(png_bytes(200))
+    return photos, outside
+
+
+def test_image_folder_symlink_to_a_file_outside_is_a_row_error(tmp_path: Path):
+    photos, outside = _photos(tmp_path)
+    (photos / "dog" / "evil.png").symlink_to(outside / "x.png")
+    (photos / "dog" / "dangling.png").symlink_to(outside / "gone.png")
+    m = _ingest(photos)
+    errors = _errors(m)
+    assert m.num_rows == 8 and sum(e is None for e in errors.values()) == 6
+    for rid in ("dog/evil.png", "dog/dangling.png"):
+        assert errors[rid].startswith(f"row {rid!r}: ") and "outside the data root" in errors[rid]
+    # the same text, but for the name, whether the link's target exists or not
+    assert errors["dog/evil.png"].replace("evil", "X") == errors["dog/dangling.png"].replace("dangling", "X")
+    allowed = _errors(_ingest(photos, allow_any_path=True))
+    assert allowed["dog/evil.png"] is None and "dog/dangling.png" not in allowed  # as before: dangling links are no files
+
+
+def test_image_folder_class_folder_linked_outside_is_refused_naming_it(tmp_path: Path):
+    from stages.ingest import IngestError
+
+    photos, outside = _photos(tmp_path)
+    (photos / "eel").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(IngestError, match=r"'eel' is a symbolic link that resolves outside the data root.*--allow-any-path"):
+        _ingest(photos)
+    assert _ingest(photos, allow_any_path=True)["id"].to_pylist()[-1] == "eel/x.png"
+
+
+def test_the_cache_fingerprint_never_stats_a_file_outside_the_root(tmp_path: Path, monkeypatch):
+    from pipeline.steps import source_digest
+
+    data, outside = _layout(tmp_path)
+    source = str(_manifest(data, outside))
+    photos, _ = _photos(tmp_path)
+    (photos / "dog" / "evil.png").symlink_to(outside / "x.png")
+    stat, seen = os.stat, []
+
+    def recording_stat(path, *args, **kwargs):
+        seen.append(os.fspath(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", recording_stat)
+    before = source_digest(source, str(photos))
+    assert seen and not [p for p in seen if p.startswith(str(outside))]
+    monkeypatch.setattr(os, "stat", stat)
+    (outside / "x.png").write_bytes(png_bytes(100, size=9))  # another size and time
+    assert source_digest(source, str(photos)) == before
+    assert source_digest(source, str(photos), allow_any_path=True) != before
+    (data / "img" / "0.png").write_bytes(png_bytes(1, size=9))
+    assert source_digest(source, str(photos)) != before, "an image under the root still counts"
+
+
+def test_beam_ingest_of_a_manifest_with_escapes_equals_local(tmp_path: Path):
+    from pipeline.beam.ingest import beam_validator
+    from pipeline.beam.options import pipeline_options
+    from stages.ingest import IngestParams, ingest
+
+    data, outside = _layout(tmp_path)
+    source = _manifest(data, outside, "parquet")
+    for options in ({}, {"allow_any_path": True}):
+        params = IngestParams(source=str(source), trusted_per_class=1, **options)
+        local = ingest(params, seed=0)
+        beam = ingest(params, seed=0, validate=beam_validator(
+            params, pipeline_options(("direct_running_mode=in_memory", "direct_num_workers=1")), tmp_path))
+        assert beam.manifest.equals(local.manifest), options
+
+
+def test_cli_and_config_take_data_root_and_allow_any_path(tmp_path: Path):
+    from pipeline.config import build_params
+    from stages.ingest import IngestParams
+
+    data, outside = _layout(tmp_path)
+    source = _manifest(data, outside)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["ingest", str(source), "--run-dir", str(run), "--trusted-per-class", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    import pyarrow.parquet as pq
+
+    m = pq.read_table(run / "ingest" / "manifest.parquet")
+    assert m.num_rows == 6 + len(ESCAPES) and "outside the data root" in _errors(m)["absolute"]
+    res = CliRunner().invoke(main, ["ingest", str(source), "--run-dir", str(run), "--trusted-per-class", "1", "-q",
+                                    "--data-root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert _errors(pq.read_table(run / "ingest" / "manifest.parquet"))["absolute"] is None
+    params = build_params(IngestParams, {"source": str(source), "data_root": str(tmp_path), "allow_any_path": True},
+                          where="[ingest]")
+    assert params.data_root == str(tmp_path) and params.allow_any_path is True
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ class ImageError(ValueError):
     """An image that cannot be read; its message is what goes into a row's ``error``."""
 
 
+# PIL hands EPS (PostScript, a programming language) to the Ghostscript program to render: a
+# file from someone else would run in that interpreter. Every other format PIL opens, it decodes.
+_RUNS_A_PROGRAM = frozenset({"EPS"})
+
+
+@cache
+def _decodable_formats() -> tuple[str, ...]:
+    """The formats :func:`open_image` tries: all PIL can open, except those rendered by another program."""
+    Image.init()
+    return tuple(f for f in Image.OPEN if f not in _RUNS_A_PROGRAM)
+
+
 def open_image(image: bytes | None = None, uri: str | None = None, *, mode: str | None = None) -> Image.Image:
     """Open and fully decode one image from bytes or a path, converting to ``mode`` if given.
 
@@ -26,12 +39,12 @@ def open_image(image: bytes | None = None, uri: str | None = None, *, mode: str 
     """
     try:
         if image is not None:
-            img = Image.open(io.BytesIO(image))
+            img = Image.open(io.BytesIO(image), formats=_decodable_formats())
         elif uri is not None:
             path = Path(uri)
             if not path.is_file():
                 raise ImageError(f"image file not found: {uri}")
-            img = Image.open(path)
+            img = Image.open(path, formats=_decodable_formats())
         else:
             raise ImageError("row has neither image bytes nor uri")
         img.load()

@@ -7,6 +7,7 @@ marker folder when it runs, and a control calls torch's own loader to show that 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -412,3 +413,27 @@ def test_cli_and_config_take_data_root_and_allow_any_path(tmp_path: Path):
                           where="[ingest]")
     assert params.data_root == str(tmp_path) and params.allow_any_path is True
 
+
+def test_an_eps_image_is_never_handed_to_ghostscript(tmp_path: Path, monkeypatch):
+    """PIL renders EPS (PostScript, a language) with the Ghostscript program; winnow never asks it to."""
+    from PIL import EpsImagePlugin, Image
+
+    from stages.common.images import ImageError, open_image
+
+    marker = tmp_path / "ghostscript-ran"
+
+    def fake_ghostscript(*args: object, **kwargs: object) -> None:
+        marker.mkdir()
+        raise OSError("not really Ghostscript")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", fake_ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs", raising=False)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\nshowpage\n%%EOF\n"
+    (tmp_path / "looks.png").write_bytes(eps)
+    for image, uri in ((eps, None), (None, str(tmp_path / "looks.png"))):
+        with pytest.raises(ImageError, match="cannot decode image"):
+            open_image(image, uri)
+    assert not marker.exists()
+    with pytest.raises(OSError):  # control: PIL left to itself renders it
+        Image.open(io.BytesIO(eps)).load()
+    assert marker.exists()

@@ -66,8 +66,9 @@ def _common_options() -> list[click.Option]:
     ]
 
 
-THREADS_HELP = ("CPU threads for torch and FAISS in this process; 0 = their default (one per core). "
-                "On a busy or shared machine 1 can be several times faster. Not part of the cache key.")
+THREADS_HELP = ("CPU threads for torch and FAISS in this process; 0 = torch's default (one per core). "
+                "On a busy or shared machine 1 can be several times faster. Part of the cache key of the "
+                "stages whose CPU results depend on it (stage.json's thread_dependence says how).")
 
 
 def _threads_option() -> click.Option:
@@ -109,7 +110,9 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
             return run_stage(
                 run, step.name, params=to_dict(params), inputs=inputs,
                 adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
-                executor=executor, beam_options=beam_options, threads=used,
+                executor=executor, beam_options=beam_options,
+                threads=used if step.name in steps_mod.THREAD_DEPENDENCE else None,
+                thread_dependence=steps_mod.THREAD_DEPENDENCE.get(step.name, ""),
             )
     except StageMissing as exc:
         raise InputError(str(exc)) from exc

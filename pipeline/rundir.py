@@ -10,7 +10,11 @@ the same run directory) leaves a live stage's folders alone; the kernel drops th
 process dies, however it dies.
 
 Resumable stages keep checkpoints in ``.work/<stage>/<cache key>/`` (see
-:class:`DiskCheckpoints`) until the stage commits.
+:class:`DiskCheckpoints`): a checkpoint is only ever read back by the cache key that wrote it,
+and :meth:`RunDir.clear_work` removes it once the stage has completed, whether it ran or was
+found cached (a killed ``--force`` rerun followed by a cached one used to leave them behind).
+Folders are made when the first checkpoint is saved and pruned when empty, so a stage that
+fails before its first checkpoint leaves nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:  # not empty, or gone already
+        pass
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -147,6 +158,7 @@ class RunDir:
         for lock in self.root.glob(".lock-*"):
             if not _owner_alive(lock):
                 lock.unlink(missing_ok=True)
+        self.prune_work()
 
     @contextmanager
     def commit(self, stage: str, record: dict[str, Any]) -> Iterator[Path]:
@@ -188,8 +200,34 @@ class RunDir:
         """Folder for a stage's resumable checkpoints under one cache key."""
         return self.root / ".work" / stage / key[:16]
 
-    def clear_work(self, stage: str) -> None:
-        shutil.rmtree(self.root / ".work" / stage, ignore_errors=True)
+    def stage_running(self, stage: str) -> bool:
+        """Whether a process (this one included) is committing ``stage`` now: its lock is held."""
+        return any(lock.name.split("-", 2)[2] == stage and _owner_alive(lock) for lock in self.root.glob(".lock-*"))
+
+    def clear_work(self, stage: str, key: str) -> None:
+        """Remove checkpoints once ``stage`` has completed under ``key``.
+
+        ``key``'s own go, and so do other keys' (parameters the stage has since moved away from),
+        unless another process is running the stage now: its checkpoints are in use.
+        """
+        if self.stage_running(stage):
+            shutil.rmtree(self.work_dir(stage, key), ignore_errors=True)
+        else:
+            shutil.rmtree(self.root / ".work" / stage, ignore_errors=True)
+        self.prune_work()
+
+    def prune_work(self) -> None:
+        """Remove empty checkpoint folders, deepest first, up to ``.work`` itself.
+
+        A failed stage keeps the checkpoints it saved (a rerun resumes from them) but leaves no
+        empty folder; :meth:`DiskCheckpoints.save` makes its folder again if one is pruned under it.
+        """
+        work = self.root / ".work"
+        if not work.is_dir():
+            return
+        for folder in sorted((p for p in work.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            _rmdir_if_empty(folder)
+        _rmdir_if_empty(work)
 
 
 # Fault injection for the resume tests: after this many checkpoint saves the process kills
@@ -202,9 +240,8 @@ class DiskCheckpoints:
     atomically and read back with ``torch.load(weights_only=True)`` (no pickle execution)."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
+        self.folder = folder  # made by the first save: a stage that never saves leaves no folder
         self.saves = 0
-        folder.mkdir(parents=True, exist_ok=True)
 
     def _file(self, key: str) -> Path:
         if not key.replace("-", "").replace("_", "").isalnum():
@@ -224,7 +261,15 @@ class DiskCheckpoints:
 
         path = self._file(key)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
+        for attempt in range(3):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                f = open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
+                break
+            except FileNotFoundError:  # another command pruned the empty folder in between
+                if attempt == 2:
+                    raise
+        with f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())

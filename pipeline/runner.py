@@ -1,10 +1,12 @@
 """Run one stage with the cache rules of DESIGN.md.
 
 A stage is skipped when its ``stage.json`` records the same cache key: the same parameters,
-seed, device, winnow version and the same digests of its inputs (the upstream stages'
-output digests, or the source files for ingest). A changed parameter or input therefore
-re-runs the stage, and because its outputs change, every stage downstream of it as well.
-A stage whose recorded output files have been deleted since is run again rather than skipped.
+seed, device, CPU thread count (for the stages whose results depend on it), winnow version and
+the same digests of its inputs (the upstream stages' output digests, or the source files for
+ingest). A changed parameter or input therefore re-runs the stage, and because its outputs
+change, every stage downstream of it as well. A stage whose recorded output files have been
+deleted since is run again rather than skipped. Nothing timing-dependent enters a key or an
+output digest: timings live in ``stage.json``'s ``timings`` and ``metrics`` only.
 """
 
 from __future__ import annotations
@@ -69,13 +71,18 @@ def run_stage(
     executor: str = "local",
     beam_options: tuple[str, ...] = (),
     threads: int | None = None,
+    thread_dependence: str = "",
 ) -> StageOutcome:
     """Run ``adapter`` unless the stage's cache key is unchanged (then return the cached record).
 
     ``inputs`` maps an input's name to its digest; ``adapter`` writes its files into
-    ``ctx.out`` and returns the stage's metrics. ``threads`` (the CPU threads torch used) is
-    recorded, not part of the key: CPU results are bit-exact for one thread count, and a
-    chaotic computation (a long warm-up) can drift with another; the record says which.
+    ``ctx.out`` and returns the stage's metrics. ``threads`` is the CPU thread count torch and
+    FAISS compute with, None for a stage whose results do not depend on it. It is part of the
+    key: on CPU, training reductions and FAISS's BLAS distances round differently with another
+    count, and a chaotic computation (a warm-up) amplifies that, so two machines would otherwise
+    share a key for two answers. ``thread_dependence`` (what varies, and by how much) is
+    recorded beside it in ``stage.json``. Checkpoints of the key are removed once it completes,
+    whether it ran or was cached; a failure leaves no empty checkpoint folder.
     """
     vers = versions()
     key_fields = {
@@ -84,6 +91,7 @@ def run_stage(
         "inputs": inputs,
         "seed": seed,
         "device": device,
+        "threads": threads,
         "winnow": vers.get("winnow-curate", "dev"),
     }
     key = json_digest(key_fields)
@@ -91,16 +99,21 @@ def run_stage(
     if previous is not None and previous.get("cache_key") == key and not force:
         missing = [name for name in previous.get("outputs", {}) if not (run.stage_dir(stage) / name).is_file()]
         if not missing:
+            run.clear_work(stage, key)  # what a killed rerun of this key left is of no further use
             return StageOutcome(stage, True, previous, 0.0, previous.get("metrics", {}))
         log.warning("%s: output(s) %s were removed since it ran; running it again", stage, ", ".join(missing[:3]))
     work = run.work_dir(stage, key)
     started = time.time()
     record: dict[str, Any] = {**key_fields, "cache_key": key, "versions": vers, "executor": executor,
-                              "threads": threads}
-    with run.commit(stage, record) as out:
-        ctx = StageContext(run, out, seed, device, DiskCheckpoints(work), executor, beam_options)
-        metrics = adapter(ctx) or {}
-        seconds = time.time() - started
-        record.update(metrics=metrics, timings={"started": started, "seconds": round(seconds, 3)})
-    run.clear_work(stage)
+                              "thread_dependence": thread_dependence or None}
+    try:
+        with run.commit(stage, record) as out:
+            ctx = StageContext(run, out, seed, device, DiskCheckpoints(work), executor, beam_options)
+            metrics = adapter(ctx) or {}
+            seconds = time.time() - started
+            record.update(metrics=metrics, timings={"started": started, "seconds": round(seconds, 3)})
+    except BaseException:
+        run.prune_work()  # checkpoints saved so far stay for a rerun to resume from; empty folders go
+        raise
+    run.clear_work(stage, key)
     return StageOutcome(stage, False, run.record(stage) or record, seconds, metrics)

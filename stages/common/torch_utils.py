@@ -31,24 +31,24 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @contextmanager
 def cpu_threads(threads: int) -> Iterator[int]:
-    """Within the block, torch and FAISS use ``threads`` CPU threads (0: leave their defaults);
-    yields the count torch uses (what a run records).
+    """Within the block, torch and FAISS use ``threads`` CPU threads (0: torch's default count,
+    one per core, for both); yields that count, which the cache key of a thread-dependent stage holds.
 
     Why: on a shared or small machine, OpenMP threads spin-wait against other processes; one
-    thread can be many times faster than two there. Restores the previous counts on exit.
+    thread can be many times faster than two there. FAISS follows torch's count even by default
+    (its own default counts hyperthreads), so that one number says what a CPU result depends on.
+    Restores the previous counts on exit.
     """
     if threads < 0:
         raise ValueError(f"option --threads must be >= 0, got {threads}")
-    if threads == 0:
-        yield torch.get_num_threads()
-        return
-    import faiss  # only when asked: importing FAISS costs ~0.2 s
+    import faiss  # (importing FAISS costs ~0.2 s)
 
+    count = threads or torch.get_num_threads()
     torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    torch.set_num_threads(count)
+    faiss.omp_set_num_threads(count)
     try:
-        yield threads
+        yield count
     finally:
         torch.set_num_threads(torch_before)
         faiss.omp_set_num_threads(faiss_before)

@@ -201,3 +201,80 @@ def test_disk_checkpoints_roundtrip_and_refuse_pickles(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, tmp_path / "ck" / "bad.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         ck.load("bad")
+
+
+def _checkpointing(log: list[str], fail: bool = False):
+    """An adapter that saves one checkpoint, then fails or writes its output."""
+
+    def adapter(ctx):
+        log.append("ran")
+        ctx.checkpoints.save("step", {"n": 1})
+        if fail:
+            raise RuntimeError("boom")
+        (ctx.out / "out.txt").write_text("x")
+        return {}
+
+    return adapter
+
+
+def _work_files(run: RunDir) -> list[str]:
+    return sorted(p.relative_to(run.root).as_posix() for p in (run.root / ".work").rglob("*")) \
+        if (run.root / ".work").exists() else []
+
+
+def test_a_failed_stage_leaves_no_empty_work_folder(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+
+    def refuse(ctx):
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        run_stage(run, "a", params={}, inputs={}, adapter=refuse, seed=0, device="cpu")
+    assert sorted(p.name for p in run.root.iterdir()) == [], "no .work, no .tmp, no .lock"
+    with pytest.raises(RuntimeError):
+        run_stage(run, "a", params={}, inputs={}, adapter=_checkpointing([], fail=True), seed=0, device="cpu")
+    assert [f for f in _work_files(run) if f.endswith(".pt")], "a checkpoint saved before the failure is kept"
+    run_stage(run, "a", params={}, inputs={}, adapter=_checkpointing([]), seed=0, device="cpu")
+    assert sorted(p.name for p in run.root.iterdir()) == ["a"], "completion removes the checkpoints and .work"
+
+
+def test_a_cache_hit_removes_what_a_killed_force_rerun_left(tmp_path: Path) -> None:
+    """The issue's case: a --force rerun killed mid-way, then a plain (cached) rerun."""
+    run = RunDir(tmp_path / "run")
+    log: list[str] = []
+    args = dict(params={"p": 1}, inputs={}, seed=0, device="cpu")
+    run_stage(run, "a", adapter=_checkpointing(log), **args)
+    key = run.record("a")["cache_key"]
+    leftover = DiskCheckpoints(run.work_dir("a", key))  # what the killed --force rerun saved
+    leftover.save("shard-00000", {"n": 1})
+    (run.work_dir("a", key) / ".warmup.pt.tmp-0badf00d").write_bytes(b"half")  # killed mid-save
+    (run.root / ".work" / "a" / "0123456789abcdef").mkdir()  # an old key's empty folder
+    out = run_stage(run, "a", adapter=_checkpointing(log), **args)
+    assert out.cached and log == ["ran"]
+    assert not (run.root / ".work").exists(), _work_files(run)
+
+
+def test_completion_keeps_the_checkpoints_of_a_stage_another_process_runs(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    args = dict(inputs={}, seed=0, device="cpu")
+    with run.commit("a", {}):  # another run of stage a, with other parameters, is under way
+        live = DiskCheckpoints(run.work_dir("a", "f" * 64))
+        live.save("epoch", {"n": 1})
+        run_stage(run, "a", params={"p": 1}, adapter=_checkpointing([]), **args)
+        assert _work_files(run) == [".work/a", ".work/a/ffffffffffffffff", ".work/a/ffffffffffffffff/epoch.pt"]
+    run_stage(run, "a", params={"p": 1}, adapter=_checkpointing([]), **args)
+    assert not (run.root / ".work").exists(), "once no other run is live, a completion clears the stage's work"
+
+
+def test_thread_count_is_part_of_the_key_where_given(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    log: list[str] = []
+    args = dict(params={}, inputs={}, seed=0, device="cpu")
+    run_stage(run, "a", adapter=_adapter(log, "a", "x"), threads=1, thread_dependence="the training", **args)
+    assert run_stage(run, "a", adapter=_adapter(log, "a", "x"), threads=1, **args).cached
+    assert not run_stage(run, "a", adapter=_adapter(log, "a", "x"), threads=2, thread_dependence="the training",
+                         **args).cached, "another thread count is another key"
+    rec = run.record("a")
+    assert rec["threads"] == 2 and rec["thread_dependence"] == "the training"
+    run_stage(run, "b", adapter=_adapter(log, "b", "x"), **args)
+    assert run.record("b")["threads"] is None and run.record("b")["thread_dependence"] is None

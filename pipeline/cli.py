@@ -314,7 +314,8 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
         step = steps_mod.STEPS[name]
         table = cfg.get(name, {})
         if not isinstance(table, dict):
-            raise ValueError(f"config: [{name}] must be a table of options")
+            raise ValueError(f"config: [{name}] must be a table of options; write [{name}] on a line of its own, "
+                             "its options (key = value) on the lines below")
         plan.append((step, build_params(step.params_cls, table, where=f"config [{name}]")))
     return plan
 

@@ -86,6 +86,7 @@ def load_config(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError as exc:
-        raise ValueError(f"config file {path} does not exist") from exc
+        raise ValueError(f"config file {path} does not exist; give the path of a TOML file "
+                         "(examples/pipeline.toml shows one)") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ValueError(f"config file {path} is not valid TOML: {exc}; fix the syntax there") from exc

@@ -70,13 +70,15 @@ def read_source(
             raise SourceError(f"source {source!r} does not exist: give 'digits', an image folder, or a .parquet/.csv file")
         if path.is_dir():
             if features:
-                raise SourceError("--features needs a Parquet feature table, not a folder")
+                raise SourceError("--features needs a Parquet feature table, not a folder; give the .parquet file "
+                                  "that holds the vectors, or drop --features to read the folder's images")
             raw = read_image_folder(path, data_root=data_root, allow_any_path=allow_any_path)
         elif path.suffix.lower() in {".parquet", ".pq"}:
             raw = read_table_file(path, features=features, data_root=data_root, allow_any_path=allow_any_path)
         elif path.suffix.lower() in {".csv", ".tsv"}:
             if features:
-                raise SourceError("--features needs a Parquet feature table; CSV cannot hold vectors")
+                raise SourceError("--features needs a Parquet feature table; CSV cannot hold vectors: write the "
+                                  "table as Parquet (pandas: df.to_parquet(path))")
             raw = read_table_file(path, features="", data_root=data_root, allow_any_path=allow_any_path)
         else:
             raise SourceError(f"source {source!r}: unsupported file type {path.suffix!r}; use .parquet or .csv")

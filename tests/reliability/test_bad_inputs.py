@@ -18,7 +18,7 @@ import json
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,7 @@ class Refusal:
     build: Callable[[Path, Path], list[str]]  # (tmp, run dir) -> CLI args
     code: int
     culprit: list[str]
-    fix: list[str] = field(default_factory=list)
+    fix: list[str]
 
 
 def _int_labels(**at: Any) -> list[Any]:
@@ -419,10 +419,10 @@ REFUSALS: dict[str, Refusal] = {
         ["f.parquet has 4 values per row", "t.parquet 3"], ["compute both with the same model"]),
     "features: given a folder": Refusal(
         lambda t, r: _ingest(_folder(t), r, "--features", "emb"), 1,
-        ["--features needs a Parquet feature table, not a folder"]),
+        ["--features needs a Parquet feature table, not a folder"], ["drop --features"]),
     "features: given a csv": Refusal(
         lambda t, r: _ingest(_csv(t, _csv_rows(t)), r, "--features", "emb"), 1,
-        ["--features needs a Parquet feature table; CSV cannot hold vectors"]),
+        ["--features needs a Parquet feature table; CSV cannot hold vectors"], ["write the table as Parquet"]),
     # -- options on the command line: bad usage, exit 2
     "--image-size that is no size": Refusal(
         lambda t, r: _ingest("digits", r, "--image-size", "8by8"), 2,
@@ -477,13 +477,14 @@ REFUSALS: dict[str, Refusal] = {
         lambda t, r: _toml(t, r, '[ingest]\nimage_size = "big"'), 1,
         ["config [ingest]", "--image-size 'big'"], ["expected HEIGHTxWIDTH"]),
     "config: not TOML": Refusal(
-        lambda t, r: _toml(t, r, "[ingest\n"), 1, ["c.toml is not valid TOML", "line 2"]),
+        lambda t, r: _toml(t, r, "[ingest\n"), 1, ["c.toml is not valid TOML", "line 2"], ["fix the syntax there"]),
     "config: no such file": Refusal(
-        lambda t, r: ["run", str(t / "none.toml")], 1, ["config file", "none.toml does not exist"]),
+        lambda t, r: ["run", str(t / "none.toml")], 1, ["config file", "none.toml does not exist"],
+        ["give the path of a TOML file"]),
     "config: stages not a list": Refusal(
         lambda t, r: _toml(t, r, 'stages = "ingest"'), 1, ["stages = 'ingest'"], ["use a list"]),
     "config: stage not a table": Refusal(
-        lambda t, r: _toml(t, r, "ingest = 5"), 1, ["[ingest] must be a table of options"]),
+        lambda t, r: _toml(t, r, "ingest = 5"), 1, ["[ingest] must be a table of options"], ["on a line of its own"]),
     "config: negative seed": Refusal(
         lambda t, r: _toml(t, r, "seed = -1"), 1, ["seed = -1"], ["use a whole number >= 0"]),
     # -- the order of the stages

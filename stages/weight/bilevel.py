@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from stages.weight import head_kernel
 from stages.weight.alignment import Tensors, mean_loss_gradient
+from stages.weight.step_output import StepOutput
 from stages.weight.tangent_rules import has_batch_norm
 
 
@@ -66,9 +68,27 @@ def bilevel_omega(g_val: Tensors, g_groups: Tensors, *, mu: float) -> torch.Tens
     """
     dots = sum((g_groups[n].flatten(1) * g_val[n].flatten()).sum(1) for n in g_val)
     norms = sum(g_groups[n].flatten(1).pow(2).sum(1) for n in g_val)
-    raw = dots / (norms + mu)
+    return _normalised(dots / (norms + mu))
+
+
+def _normalised(raw: torch.Tensor) -> torch.Tensor:
     total = raw.abs().sum()
     return raw / total if total > 0 else raw
+
+
+def _per_example_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                      val_x: torch.Tensor, val_y: torch.Tensor, *, mu: float,
+                      loss_scale: torch.Tensor | None) -> StepOutput:
+    """Mini-batches of one example on a Linear/MLP head: omega_i from the closed forms
+    <g_V, g_i> = alignment and |g_i|^2 = squared_norms, with no per-example gradient built."""
+    g_val = head_kernel.trusted_gradient(model, val_x, val_y)
+    hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
+    raw = head_kernel.alignment(hp, g_val) / (head_kernel.squared_norms(hp) + mu)
+    omega = _normalised(raw)
+    optimizer.zero_grad(set_to_none=True)
+    head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, omega))
+    optimizer.step()
+    return StepOutput(omega * omega.shape[0], hp.losses)
 
 
 def group_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
@@ -124,12 +144,13 @@ def _commit_group_buffers(model: nn.Module, buffers: Tensors) -> None:
 
 def bilevel_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                  val_x: torch.Tensor | None, val_y: torch.Tensor | None, *, k: int, mu: float,
-                 loss_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 loss_scale: torch.Tensor | None = None) -> StepOutput:
     """One Deep Bilevel step.
 
     With ``val_x is None`` (the paper's mode) the first of the k mini-batches is the validation
     mini-batch and the other k-1 are trained on; otherwise (val_x, val_y) is the validation
-    mini-batch and all k are trained on.
+    mini-batch and all k are trained on. With k >= n every mini-batch is one example; on a
+    Linear/MLP head that case takes the closed form (same numbers, no per-example gradients).
 
     Returns
     -------
@@ -139,6 +160,8 @@ def bilevel_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     losses:
         (n,) per-example losses (detached; NaN for validation examples).
     """
+    if val_x is not None and k >= y.shape[0] and head_kernel.supports(model):
+        return _per_example_step(model, optimizer, x, y, val_x, val_y, mu=mu, loss_scale=loss_scale)
     index, mask = stratified_groups(y, k)
     grads, group_losses, new_buffers = group_gradients(model, x, y, index, mask, loss_scale=loss_scale)
     params = dict(model.named_parameters())
@@ -165,4 +188,4 @@ def bilevel_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     per_group = (omega * omega.shape[0]).unsqueeze(1).expand_as(idx)
     weights[idx[msk]] = per_group[msk]
     losses[idx[msk]] = group_losses[trained][msk].detach()
-    return weights, losses
+    return StepOutput(weights, losses)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stages.weight import head_kernel
 from stages.weight.alignment import (
     commit_buffers,
     mean_loss_gradient,
     per_example_alignment,
     scratch_buffers,
 )
+from stages.weight.step_output import StepOutput
 
 
 def l2rw_weights(d: torch.Tensor, *, lr: float) -> torch.Tensor:
@@ -37,13 +39,31 @@ def l2rw_weights(d: torch.Tensor, *, lr: float) -> torch.Tensor:
     return raw / total if total > 0 else raw
 
 
+def _unclipped(d: torch.Tensor) -> torch.Tensor:
+    """The step's weights before L2RW's clip at 0: d_i / sum_j max(d_j, 0) (0 when none is positive)."""
+    total = torch.clamp(d, min=0.0).sum()
+    return d / total if total > 0 else torch.zeros_like(d)
+
+
 def l2rw_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
               trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float,
-              loss_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              loss_scale: torch.Tensor | None = None) -> StepOutput:
     """One L2RW step: trusted gradient, kernel pass, weighted update (weights sum to 1).
 
-    Returns the (n,) normalised weights and (n,) per-example losses (both detached).
+    Heads on embeddings take the closed form of :mod:`stages.weight.head_kernel` (same numbers,
+    the cost of plain training); any other model the forward-mode kernel.
+    Returns the (n,) normalised weights, the (n,) per-example losses and the weights before the
+    clip at 0 (all detached).
     """
+    if head_kernel.supports(model):
+        v = head_kernel.trusted_gradient(model, trusted_x, trusted_y)
+        hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
+        d = head_kernel.alignment(hp, v)
+        w = l2rw_weights(d, lr=lr)
+        optimizer.zero_grad(set_to_none=True)
+        head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, w))
+        optimizer.step()
+        return StepOutput(w, hp.losses, _unclipped(d))
     params = dict(model.named_parameters())
     v, _ = mean_loss_gradient(model, params, trusted_x, trusted_y)
     buffers = scratch_buffers(model)
@@ -53,4 +73,4 @@ def l2rw_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     (w * losses).sum().backward()
     optimizer.step()
     commit_buffers(model, buffers)
-    return w, losses.detach()
+    return StepOutput(w, losses.detach(), _unclipped(d))

@@ -15,11 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stages.weight import head_kernel
 from stages.weight.alignment import (
     mean_loss_gradient,
     per_example_alignment,
     per_example_losses,
 )
+from stages.weight.step_output import StepOutput
 
 
 def mwn_weights(vnet: nn.Module, losses: torch.Tensor) -> torch.Tensor:
@@ -60,13 +62,17 @@ def mwn_meta_gradient(model: nn.Module, vnet: nn.Module, losses: torch.Tensor, x
 def mwn_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module,
              vnet_optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
              trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float, meta: bool = True,
-             loss_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             loss_scale: torch.Tensor | None = None) -> StepOutput:
     """One Meta-Weight-Net step: (if ``meta``) update phi with Adam, then the weighted model step.
 
     The real forward pass uses the model's own buffers (BatchNorm running statistics advance once,
-    as in plain SGD); the look-ahead and kernel passes use throw-away copies.
+    as in plain SGD); the look-ahead and kernel passes use throw-away copies. Heads on embeddings
+    take the closed form of :mod:`stages.weight.head_kernel` for all three passes.
     Returns the (n,) normalised weights from the updated net and the (n,) losses (detached).
     """
+    if head_kernel.supports(model):
+        return _mwn_head_step(model, optimizer, vnet, vnet_optimizer, x, y, trusted_x, trusted_y, lr=lr,
+                              meta=meta, loss_scale=loss_scale)
     losses = per_example_losses(model, None, None, x, y, loss_scale)  # real pass: own buffers advance
     if meta:
         meta_grads = mwn_meta_gradient(model, vnet, losses, x, y, trusted_x, trusted_y, lr=lr,
@@ -80,7 +86,34 @@ def mwn_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module
     optimizer.zero_grad(set_to_none=True)
     (w * losses).sum().backward()
     optimizer.step()
-    return w, losses.detach()
+    return StepOutput(w, losses.detach())
+
+
+def _mwn_head_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module,
+                   vnet_optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float, meta: bool,
+                   loss_scale: torch.Tensor | None) -> StepOutput:
+    """:func:`mwn_step` for a Linear/MLP head: look-ahead, trusted gradient and alignments in closed form."""
+    hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
+    if meta:
+        with torch.no_grad():
+            w_old = mwn_weights(vnet, hp.losses)
+        step = head_kernel.weighted_gradient(hp, w_old)
+        theta_hat = {k: p.detach() - lr * step[k] for k, p in model.named_parameters()}
+        v = head_kernel.trusted_gradient(model, trusted_x, trusted_y, params=theta_hat)
+        d = head_kernel.alignment(hp, v)
+        surrogate = (-lr * d * mwn_weights(vnet, hp.losses)).sum()
+        meta_grads = torch.autograd.grad(surrogate, list(vnet.parameters()))
+        vnet_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(vnet.parameters(), meta_grads):
+            p.grad = g
+        vnet_optimizer.step()
+    with torch.no_grad():
+        w = mwn_weights(vnet, hp.losses)
+    optimizer.zero_grad(set_to_none=True)
+    head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, w))
+    optimizer.step()
+    return StepOutput(w, hp.losses)
 
 
 @torch.no_grad()

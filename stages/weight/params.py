@@ -39,9 +39,15 @@ class WeightParams:
     momentum: float = option(0.9, "SGD momentum.")
     weight_decay: float = option(5e-4, "SGD weight decay.")
     batch_size: int = option(100, "Training examples per step.")
-    trusted_batch_size: int = option(100, "Trusted examples per meta step (l2rw, mwn, soseleto).")
-    bilevel_batches: int = option(8, "Deep Bilevel: mini-batches per step (k); the step's batch is "
-                                  "split into k mini-batches sharing one label distribution.")
+    trusted_batch_size: int = option(0, "Trusted examples per meta step (l2rw, mwn, soseleto; Deep "
+                                     "Bilevel's validation batch when each mini-batch is one example). "
+                                     "0: every trusted row with --trainable head (cheap in closed form, "
+                                     "and an exact trusted gradient keeps the weights informative once "
+                                     "the head fits), 100 with --trainable full.")
+    bilevel_batches: int = option(0, "Deep Bilevel: mini-batches per step (k); the step's batch is "
+                                  "split into k mini-batches sharing one label distribution. 0: one "
+                                  "per example with --trainable head (per-example weights, in closed "
+                                  "form), the paper's 8 with --trainable full.")
     bilevel_mu: float = option(0.01, "Deep Bilevel: mu in omega_i = <g_V, g_i> / (<g_i, g_i> + mu).")
     bilevel_validation: str = option("trusted", "Deep Bilevel: take the validation mini-batch from the "
                                      "trusted set (winnow's default) or from the noisy training data "
@@ -58,15 +64,15 @@ class WeightParams:
         from stages.common.params import validate_choices
 
         validate_choices(self)
-        positive = ("rounds", "epochs", "batch_size", "trusted_batch_size", "bilevel_batches",
-                    "meta_interval", "mwn_hidden", "head_hidden")
+        positive = ("rounds", "epochs", "batch_size", "meta_interval", "mwn_hidden", "head_hidden")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "mwn_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"option --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay", "bilevel_mu", "lr_alpha", "mwn_weight_decay", "reselect_every"):
+        for name in ("momentum", "weight_decay", "bilevel_mu", "lr_alpha", "mwn_weight_decay", "reselect_every",
+                     "bilevel_batches", "trusted_batch_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.alpha_init <= 1.0:

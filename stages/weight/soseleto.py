@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stages.weight import head_kernel
 from stages.weight.alignment import (
     commit_buffers,
     mean_loss_gradient,
     per_example_alignment,
     scratch_buffers,
 )
+from stages.weight.step_output import StepOutput
 
 
 def soseleto_update(alpha: torch.Tensor, d: torch.Tensor, *, lr_alpha: float, lr: float) -> torch.Tensor:
@@ -26,11 +28,21 @@ def soseleto_update(alpha: torch.Tensor, d: torch.Tensor, *, lr_alpha: float, lr
 def soseleto_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                   trusted_x: torch.Tensor, trusted_y: torch.Tensor, alpha: torch.Tensor, *, lr: float,
                   lr_alpha: float, loss_scale: torch.Tensor | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> StepOutput:
     """One SOSELETO step on a batch whose current alphas are ``alpha`` (n,).
 
-    Returns the updated (n,) alphas and the (n,) per-example losses (detached).
+    Heads on embeddings take the closed form of :mod:`stages.weight.head_kernel`.
+    Returns the updated (n,) alphas (as ``weights``) and the (n,) per-example losses (detached).
     """
+    if head_kernel.supports(model):
+        v = head_kernel.trusted_gradient(model, trusted_x, trusted_y)
+        hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
+        d = head_kernel.alignment(hp, v)
+        optimizer.zero_grad(set_to_none=True)
+        coef = alpha.to(hp.losses.dtype) / hp.losses.shape[0]
+        head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, coef))
+        optimizer.step()
+        return StepOutput(soseleto_update(alpha, d.to(alpha.dtype), lr_alpha=lr_alpha, lr=lr), hp.losses)
     params = dict(model.named_parameters())
     v, _ = mean_loss_gradient(model, params, trusted_x, trusted_y)
     buffers = scratch_buffers(model)
@@ -39,4 +51,4 @@ def soseleto_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     (alpha.to(losses.dtype) * losses).mean().backward()
     optimizer.step()
     commit_buffers(model, buffers)
-    return soseleto_update(alpha, d.to(alpha.dtype), lr_alpha=lr_alpha, lr=lr), losses.detach()
+    return StepOutput(soseleto_update(alpha, d.to(alpha.dtype), lr_alpha=lr_alpha, lr=lr), losses.detach())

@@ -111,7 +111,7 @@ def test_bilevel_omega_equals_closed_form_from_explicit_minibatch_gradients(kind
     # The step applies sum_i omega_i g_i (plain SGD, lr 1: the parameter change is minus that).
     before = flat([p.detach().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    weights, _ = bilevel_step(model, opt, x, y, tx, ty, k=k, mu=mu)
+    weights = bilevel_step(model, opt, x, y, tx, ty, k=k, mu=mu).weights
     after = flat([p.detach() for p in model.parameters()])
     assert torch.allclose(before - after, ref @ gb, atol=1e-12, rtol=0)
     for gi in range(k):
@@ -144,7 +144,7 @@ def test_soseleto_alpha_update_equals_explicit_per_example_gradients(kind):
     ref_step = (alpha[:, None] * q).mean(0)
     before = flat([p.detach().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    new_alpha, _ = soseleto_step(model, opt, x, y, tx, ty, alpha, lr=lr, lr_alpha=lr_alpha)
+    new_alpha = soseleto_step(model, opt, x, y, tx, ty, alpha, lr=lr, lr_alpha=lr_alpha).weights
     assert torch.allclose(new_alpha, ref, atol=1e-10, rtol=0)
     assert ((ref > 0) & (ref < 1)).any()
     after = flat([p.detach() for p in model.parameters()])

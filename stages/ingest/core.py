@@ -83,11 +83,15 @@ def ingest(
     The Beam executor passes a function that decodes the images on its workers instead.
     """
     try:
-        where = {"data_root": params.data_root, "allow_any_path": params.allow_any_path}
-        raw = read_source(params.source, features=params.features, max_rows=params.max_rows, **where)
-        trusted_raw = read_source(params.trusted, features=params.features, **where) if params.trusted else None
+        raw = read_source(params.source, features=params.features, max_rows=params.max_rows,
+                          data_root=params.data_root, allow_any_path=params.allow_any_path)
     except SourceError as exc:
         raise IngestError(str(exc)) from exc
+    try:
+        trusted_raw = read_source(params.trusted, features=params.features, data_root=params.data_root,
+                                  allow_any_path=params.allow_any_path) if params.trusted else None
+    except SourceError as exc:  # its messages call it the source: say which file it is
+        raise IngestError(f"--trusted {params.trusted}: {exc}") from exc
     if raw.table.num_rows == 0:
         raise IngestError(f"source {params.source!r} has no rows; nothing to ingest")
     table, embedding, feature_errors = _combine(raw, trusted_raw)

@@ -394,7 +394,7 @@ REFUSALS: dict[str, Refusal] = {
         ["nope.parquet' does not exist"], ["give 'digits', an image folder, or a .parquet/.csv file"]),
     "trusted file that does not exist": Refusal(
         lambda t, r: _ingest(_parquet(t), r, "--trusted", str(t / "nope.parquet")), 1,
-        ["nope.parquet' does not exist"], ["give 'digits', an image folder, or a .parquet/.csv file"]),
+        ["--trusted", "nope.parquet' does not exist"], ["give 'digits', an image folder, or a .parquet/.csv file"]),
     "unsupported file type": Refusal(
         lambda t, r: _ingest(_file(t / "m.json", b"{}"), r), 1,
         ["unsupported file type '.json'"], ["use .parquet or .csv"]),

@@ -561,3 +561,18 @@ def test_run_on_a_feature_table_skips_train_and_evaluate_and_reaches_report(tmp_
     assert res.exit_code == 0, res.output
     stages = json.loads(res.stdout)["stages"]
     assert "skipped" not in stages["train"] and stages["train"]["metrics"]["num_train"] == N - 1  # all but x5
+
+
+def test_a_skipped_stage_s_results_from_earlier_data_are_removed(tmp_path: Path):
+    """Run once with a truth (evaluate runs), then on data without one in the same run directory:
+    evaluate's old results would make report refuse to mix them with the new export (or show
+    them as current), so the skip removes them and report is reached."""
+    source = _parquet(tmp_path)
+    res, run = _run(tmp_path, f'source = "{source}"\ninject_noise = "uniform:0.25"')
+    assert res.exit_code == 0, res.output
+    assert "skipped" not in json.loads(res.stdout)["stages"]["evaluate"]
+    res, run = _run(tmp_path, f'source = "{source}"')
+    assert res.exit_code == 0, res.output
+    assert "skipped" in json.loads(res.stdout)["stages"]["evaluate"]
+    assert not (run / "evaluate").exists() and (run / "report" / "report.html").is_file()
+    assert _leftovers(run) == []

@@ -75,6 +75,8 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
     try:
         params = params_cls(**coerced)
         validate_choices(params)
+        if callable(getattr(params, "validate", None)):  # range checks a stage defers to run time (embed, weight)
+            params.validate()
     except ValueError as exc:  # a value out of range: the message names the option, add where it was set
         raise ValueError(f"{where}: {exc}") from exc
     return params

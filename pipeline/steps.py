@@ -436,6 +436,9 @@ class EvaluateParams:
                                "(comma-separated, e.g. 'soft,drop-flagged'; same model and schedule as "
                                "`winnow train`) and compare test accuracy: which policy suits your model.")
 
+    def __post_init__(self) -> None:
+        _policies(self.policies)  # a typo is bad usage (exit 2), found before anything runs
+
 
 def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any]:
     from stages.export.evaluate import evaluate_flags
@@ -448,14 +451,7 @@ def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any
     if policies and train_rec is None:
         raise ValueError("option --policies trains with `winnow train`'s parameters: run `winnow train` first")
     curated = load_curated(ctx.run)
-    truth = None
-    if params.truth:
-        table = read_table(Path(params.truth), columns=["id", "label"])
-        lookup = dict(zip(table["id"].cast(pa.string()).to_pylist(), table["label"].to_pylist()))
-        missing = [i for i in curated["id"].to_pylist() if i not in lookup]
-        if missing:
-            raise ValueError(f"--truth {params.truth}: no label for {len(missing)} id(s), e.g. {missing[:3]}")
-        truth = np.array([lookup[i] for i in curated["id"].to_pylist()], dtype=np.int64)
+    truth = _truth_labels(Path(params.truth), curated) if params.truth else None
     result: dict[str, Any] = {"flags": evaluate_flags(curated, truth=truth)}
     if train_rec is not None and (params.downstream or policies):
         train_params = TrainParams(**train_rec["params"])
@@ -484,6 +480,34 @@ def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any
     return result
 
 
+def _truth_labels(path: Path, curated: pa.Table) -> np.ndarray:
+    """The true label of every curated row, as class indices, from a table of ``id`` and ``label``
+    (indices, or the run's class names); a row it lacks or cannot map is named with the fix."""
+    if not path.is_file():
+        raise ValueError(f"--truth {path} does not exist; give a Parquet table with columns id and label")
+    names = set(column_names(path))
+    if not {"id", "label"} <= names:
+        raise ValueError(f"--truth {path}: needs columns id and label, has {', '.join(sorted(names))}")
+    table = read_table(path, columns=["id", "label"])
+    classes = class_names(curated)
+    index = {name: i for i, name in enumerate(classes)}
+    truth_ids = table["id"].cast(pa.string()).to_pylist()
+    values = table["label"].to_pylist()
+    for row, (i, v) in enumerate(zip(truth_ids, values)):
+        ok = v in index if isinstance(v, str) else (isinstance(v, int) and not isinstance(v, bool)
+                                                    and 0 <= v < len(classes))
+        if not ok:
+            raise ValueError(f"--truth {path}: row {row} (id {i!r}) has label {v!r}, which is neither a class "
+                             f"index 0..{len(classes) - 1} nor a class name of this run ({', '.join(classes[:10])}"
+                             f"{', ...' if len(classes) > 10 else ''}); fix that row")
+    lookup = {i: index[v] if isinstance(v, str) else v for i, v in zip(truth_ids, values)}
+    missing = [i for i in curated["id"].to_pylist() if i not in lookup]
+    if missing:
+        raise ValueError(f"--truth {path}: no label for {len(missing)} id(s) of this run, e.g. {missing[:3]}; "
+                         "add a row (id, label) for each")
+    return np.array([lookup[i] for i in curated["id"].to_pylist()], dtype=np.int64)
+
+
 def _policies(text: str) -> list[str]:
     """The --policies list, each checked against export's choices."""
     from stages.export.params import POLICIES
@@ -507,6 +531,10 @@ def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:
 class ReportParams:
     title: str = option("winnow report", "Title of the page.")
     top: int = option(24, "How many flagged examples to show with thumbnails.")
+
+    def __post_init__(self) -> None:
+        if self.top < 1:
+            raise ValueError(f"option --top must be >= 1, got {self.top}")
 
 
 def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:

@@ -8,7 +8,6 @@ weights. :mod:`.crossfit_backbone` calls it once per fold for ``--crossfit backb
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,6 @@ from models.backbones import load_model_file
 from models.registry import build_model, features_and_logits, get_spec, requires_weights_message
 from stages.common import schema
 from stages.common.checkpoint import Checkpoints
-from stages.common.params import validate_choices
 from stages.common.torch_utils import resolve_device, seed_everything
 from stages.embed.data import BatchDecoder, ImageTransform, auto_workers, make_loader, normalise, probe_image
 from stages.embed.params import EmbedParams
@@ -33,21 +31,7 @@ AUTO_WARMUP_EPOCHS = 10
 
 def check_params(params: EmbedParams, num_classes: int) -> None:
     """Raise ValueError naming the option for any value the stage cannot use (not just a traceback later)."""
-    validate_choices(params)
-    for name, low, why in (
-        ("batch_size", 1, ""), ("shard_size", 1, ""), ("folds", 2, ""), ("head_iters", 1, ""), ("head_hidden", 1, ""),
-        ("warmup_batch_size", 2, " (BatchNorm needs two examples per training batch)"),
-        ("image_size", 0, " (0 = the model's default)"), ("warmup", -1, " (-1 = auto)"),
-        ("num_workers", -1, " (-1 = auto)"), ("grad_dim", 0, " (0 = no projection)"),
-    ):
-        value = getattr(params, name)
-        if value < low:
-            raise ValueError(f"option --{name.replace('_', '-')}: must be >= {low}{why}, got {value}")
-    for name, positive in (("head_weight_decay", False), ("warmup_lr", True), ("warmup_weight_decay", False)):
-        value = getattr(params, name)
-        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-            raise ValueError(f"option --{name.replace('_', '-')}: must be a finite number "
-                             f"{'> 0' if positive else '>= 0'}, got {value}")
+    params.validate()
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
 

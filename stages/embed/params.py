@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from stages.common.params import option
+from stages.common.params import option, validate_choices
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,22 @@ class EmbedParams:
         "Warmup augmentation: natural = random crop + flip, digits = small shifts, none; auto picks by model.",
         choices=("auto", "natural", "digits", "none"),
     )
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option for any value the stage cannot use; the CLI calls it
+        when it reads the options (bad usage, exit 2), the stage again before it runs."""
+        validate_choices(self)
+        for name, low, why in (
+            ("batch_size", 1, ""), ("shard_size", 1, ""), ("folds", 2, ""), ("head_iters", 1, ""),
+            ("head_hidden", 1, ""), ("warmup_batch_size", 2, " (BatchNorm needs two examples per training batch)"),
+            ("image_size", 0, " (0 = the model's default)"), ("warmup", -1, " (-1 = auto)"),
+            ("num_workers", -1, " (-1 = auto)"), ("grad_dim", 0, " (0 = no projection)"),
+        ):
+            value = getattr(self, name)
+            if value < low:
+                raise ValueError(f"option --{name.replace('_', '-')}: must be >= {low}{why}, got {value}")
+        for name, positive in (("head_weight_decay", False), ("warmup_lr", True), ("warmup_weight_decay", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"option --{name.replace('_', '-')}: must be a finite number "
+                                 f"{'> 0' if positive else '>= 0'}, got {value}")

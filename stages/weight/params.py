@@ -37,17 +37,19 @@ class WeightParams:
     lr_schedule: str = option("cosine", "Learning-rate schedule within each round.",
                               choices=("cosine", "constant"))
     momentum: float = option(0.9, "SGD momentum.")
-    weight_decay: float = option(5e-4, "SGD weight decay.")
+    weight_decay: float | None = option(None, "SGD weight decay. Default: 5e-3 for --trainable head (it "
+                                        "keeps the head from saturating, which would zero the trusted "
+                                        "gradient every method reads), the papers' 5e-4 for full.")
     batch_size: int = option(100, "Training examples per step.")
-    trusted_batch_size: int = option(0, "Trusted examples per meta step (l2rw, mwn, soseleto; Deep "
-                                     "Bilevel's validation batch when each mini-batch is one example). "
-                                     "0: every trusted row with --trainable head (cheap in closed form, "
-                                     "and an exact trusted gradient keeps the weights informative once "
-                                     "the head fits), 100 with --trainable full.")
-    bilevel_batches: int = option(0, "Deep Bilevel: mini-batches per step (k); the step's batch is "
-                                  "split into k mini-batches sharing one label distribution. 0: one "
-                                  "per example with --trainable head (per-example weights, in closed "
-                                  "form), the paper's 8 with --trainable full.")
+    trusted_batch_size: int | None = option(None, "Trusted examples per meta step (l2rw, mwn, soseleto; Deep "
+                                                  "Bilevel's validation batch when each mini-batch is one example). "
+                                                  "Default: every trusted row with --trainable head (cheap in closed form, "
+                                                  "and an exact trusted gradient keeps the weights informative once "
+                                                  "the head fits), 100 with --trainable full.")
+    bilevel_batches: int | None = option(None, "Deep Bilevel: mini-batches per step (k); the step's batch is "
+                                               "split into k mini-batches sharing one label distribution. Default: one "
+                                               "per example with --trainable head (per-example weights, in closed "
+                                               "form), the paper's 8 with --trainable full.")
     bilevel_mu: float = option(0.01, "Deep Bilevel: mu in omega_i = <g_V, g_i> / (<g_i, g_i> + mu).")
     bilevel_validation: str = option("trusted", "Deep Bilevel: take the validation mini-batch from the "
                                      "trusted set (winnow's default) or from the noisy training data "
@@ -58,6 +60,12 @@ class WeightParams:
     mwn_lr: float = option(1e-3, "Meta-Weight-Net: Adam learning rate of the weighting net.")
     mwn_weight_decay: float = option(1e-4, "Meta-Weight-Net: Adam weight decay of the weighting net.")
     mwn_hidden: int = option(100, "Meta-Weight-Net: hidden width of the weighting net (paper: 100).")
+
+    def resolved_weight_decay(self) -> float:
+        """--weight-decay, or its default for --trainable."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 5e-3 if self.trainable == "head" else 5e-4
 
     def validate(self) -> None:
         """Raise ValueError naming the option when a value is out of range."""
@@ -71,9 +79,13 @@ class WeightParams:
         for name in ("lr", "mwn_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"option --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay", "bilevel_mu", "lr_alpha", "mwn_weight_decay", "reselect_every",
-                     "bilevel_batches", "trusted_batch_size"):
+        for name in ("momentum", "bilevel_mu", "lr_alpha", "mwn_weight_decay", "reselect_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("trusted_batch_size", "bilevel_batches"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"option --weight-decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.alpha_init <= 1.0:
             raise ValueError(f"option --alpha-init must be in [0, 1], got {self.alpha_init}")

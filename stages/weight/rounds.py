@@ -241,7 +241,7 @@ class Trainer:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.model.parameters(), lr=self.p.lr, momentum=self.p.momentum,
-                               weight_decay=self.p.weight_decay)
+                               weight_decay=self.p.resolved_weight_decay())
 
     # -- state ------------------------------------------------------------------------------
     def signature(self) -> dict[str, Any]:

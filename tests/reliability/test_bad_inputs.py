@@ -510,8 +510,89 @@ def test_a_refusal_names_its_culprit_and_the_fix(tmp_path: Path, name: str):
     assert _leftovers(run) == []
 
 
+# --- refusals of the later stages, on one run made once -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run through export of a feature table with injected noise (so with a truth), made once:
+    the refusals below must leave it exactly as it is."""
+    tmp = tmp_path_factory.mktemp("exported")
+    run = tmp / "run"
+    for args in (_ingest(_features(tmp), run, "--features", "emb", "--inject-noise", "uniform:0.25"),
+                 ["embed", "--run-dir", str(run), "--folds", "2", *QUICK],
+                 ["export", "--run-dir", str(run), *QUICK]):
+        res = _invoke(args)
+        assert res.exit_code == 0, res.output
+    return run
+
+
+def _truth(tmp: Path, **changes: Any) -> str:
+    cols: dict[str, Any] = {"id": list(IDS), "label": [0, 1] * (N // 2)}
+    cols.update(changes)
+    path = tmp / "truth.parquet"
+    pq.write_table(pa.table({k: v for k, v in cols.items() if v is not None}), path)
+    return str(path)
+
+
+LATER_REFUSALS: dict[str, Refusal] = {
+    "evaluate: --truth that does not exist": Refusal(
+        lambda t, r: ["evaluate", "--truth", str(t / "nope.parquet")], 1,
+        ["--truth", "nope.parquet does not exist"], ["give a Parquet table with columns id and label"]),
+    "evaluate: --truth without a label column": Refusal(
+        lambda t, r: ["evaluate", "--truth", _truth(t, label=None, y=[0] * N)], 1,
+        ["--truth", "truth.parquet: needs columns id and label, has id, y"], ["needs columns id and label"]),
+    "evaluate: --truth label that is no class": Refusal(
+        lambda t, r: ["evaluate", "--truth", _truth(t, label=_int_labels(r1=7))], 1,
+        ["truth.parquet: row 1 (id 'x1') has label 7"], ["fix that row"]),
+    "evaluate: --truth that lacks an id": Refusal(
+        lambda t, r: ["evaluate", "--truth", _truth(t, id=IDS[:-1], label=_int_labels()[:-1])], 1,
+        ["truth.parquet: no label for 1 id(s) of this run", "'x11'"], ["add a row (id, label) for each"]),
+    "evaluate: --policies unknown": Refusal(
+        lambda t, r: ["evaluate", "--policies", "bogus"], 2, ["--policies", "'bogus'"], ["choose from weight"]),
+    "evaluate: --policies before train": Refusal(
+        lambda t, r: ["evaluate", "--policies", "soft"], 1, ["option --policies"], ["run `winnow train` first"]),
+    "train: on a feature table, without --features": Refusal(
+        lambda t, r: ["train"], 1, ["no row of the manifest has a readable image"], ["--features embedding"]),
+    "train: --features that is no column": Refusal(
+        lambda t, r: ["train", "--features", "nope"], 1,
+        ["embed/features.parquet has no column 'nope'"], ["vector columns there: embedding"]),
+    "report: --top 0": Refusal(lambda t, r: ["report", "--top", "0"], 2, ["--top"], ["must be >= 1"]),
+    "embed: --folds 1": Refusal(lambda t, r: ["embed", "--folds", "1"], 2, ["--folds"], ["must be >= 2"]),
+    "weight: --epochs 0": Refusal(lambda t, r: ["weight", "--epochs", "0"], 2, ["--epochs"], ["must be >= 1"]),
+    "weight: --method unknown": Refusal(
+        lambda t, r: ["weight", "--method", "magic"], 2, ["'--method'", "'magic'"], ["'l2rw'"]),
+    "select: --budget negative": Refusal(
+        lambda t, r: ["select", "--budget", "-1"], 2, ["--budget"], ["must be >= 0"]),
+    "export: --policy unknown": Refusal(
+        lambda t, r: ["export", "--policy", "all"], 2, ["'--policy'", "'all'"], ["'weight', 'soft'"]),
+}
+
+
+def _state(run: Path) -> dict[str, str]:
+    """Every file of a run directory and its bytes' digest."""
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", LATER_REFUSALS)
+def test_a_later_stage_s_refusal_names_its_culprit_and_changes_nothing(exported_run: Path, tmp_path: Path,
+                                                                        name: str):
+    case = LATER_REFUSALS[name]
+    before = _state(exported_run)
+    res = _invoke([*case.build(tmp_path, exported_run), "--run-dir", str(exported_run), *QUICK])
+    text = _text(res)
+    assert res.exit_code == case.code, text
+    assert isinstance(res.exception, SystemExit), f"a traceback, not a refusal: {res.exception!r}"
+    for words in case.culprit + case.fix:
+        assert words in text, f"{words!r} not in: {text}"
+    assert _state(exported_run) == before, "a refused command leaves the run as it was"
+    assert _leftovers(exported_run) == []
+
+
 def test_the_corpus_is_large_enough():
-    assert len(ROW_CASES) + len(REFUSALS) >= 50
+    assert len(ROW_CASES) + len(REFUSALS) + len(LATER_REFUSALS) >= 50
 
 
 # --- winnow run on real data: every stage that can run, runs; report is reached -------------------

@@ -44,10 +44,12 @@ class IngestError(ValueError):
 class Rows:
     """Where a row of the combined (source + trusted) table comes from, for messages that name it."""
 
-    def __init__(self, table: pa.Table, raw: RawSource, trusted: RawSource | None) -> None:
+    def __init__(self, table: pa.Table, raw: RawSource, trusted: RawSource | None, *, max_rows: int = 0) -> None:
         self.ids = table["id"].to_pylist()
         self.n_source = raw.table.num_rows
         self.source, self.trusted = raw.description, trusted.description if trusted is not None else ""
+        # --max-rows N that (probably) cut the source: what is missing may be in the rows not read
+        self.cut = max_rows if max_rows and self.n_source == max_rows else 0
 
     def where(self, i: int) -> str:
         """``m.csv row 3 (id 'x3')``: the file, the row within it (0-based, header excluded), the id."""
@@ -96,7 +98,7 @@ def ingest(
         raise IngestError(f"source {params.source!r} has no rows; nothing to ingest")
     table, embedding, feature_errors = _combine(raw, trusted_raw)
     n = table.num_rows
-    rows = Rows(table, raw, trusted_raw)
+    rows = Rows(table, raw, trusted_raw, max_rows=params.max_rows)
     _check_unique_ids(table["id"].to_pylist(), rows)
 
     labels, classes, errors = _map_labels(table, raw.class_names, rows, has_trusted_file=trusted_raw is not None)
@@ -314,6 +316,8 @@ def _check_index_range(raw: list[Any], main: list[int], num_classes: int, rows: 
             f"{rows.where(i)} has label {raw[i]}: integer labels are class indices 0..C-1, and this makes "
             f"{num_classes} classes of which {empty} have no row; fix the label if it is a typo, or give the labels "
             "as class names (text; pandas: df['label'] = df['label'].astype(str)) if they are codes, not indices"
+            + (f"; --max-rows {rows.cut} read only the first {rows.cut} rows: raise it so that every class has rows"
+               if rows.cut else "")
         )
 
 
@@ -347,6 +351,8 @@ def _check_classes(labels: np.ndarray, usable: np.ndarray, classes: list[str], e
         raise IngestError(
             f"{rows.source}: only one class, {classes[present[0]]!r}, has usable rows{why}; finding noisy labels "
             "needs at least two classes: add rows of another class"
+            + (f" (--max-rows {rows.cut} read only the first {rows.cut} rows: raise it, or shuffle the file)"
+               if rows.cut else "")
         )
 
 

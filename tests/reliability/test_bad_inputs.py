@@ -305,6 +305,9 @@ REFUSALS: dict[str, Refusal] = {
     "one class": Refusal(
         lambda t, r: _ingest(_parquet(t, label=["a"] * N), r), 1,
         ["m.parquet", "only one class, 'a'"], ["add rows of another class"]),
+    "one class in the rows --max-rows reads": Refusal(
+        lambda t, r: _ingest(_parquet(t, label=["a"] * 6 + ["b"] * 6), r, "--max-rows", "6"), 1,
+        ["m.parquet", "only one class, 'a'"], ["--max-rows 6 read only the first 6 rows: raise it"]),
     "one class with usable rows": Refusal(
         lambda t, r: _ingest(_parquet(t, image=[b if i % 2 == 0 else b"junk" for i, b in enumerate(_images())]), r), 1,
         ["m.parquet", "only one class, 'a'", "['b'] have no usable row"], ["add rows of another class"]),
@@ -324,6 +327,9 @@ REFUSALS: dict[str, Refusal] = {
         lambda t, r: _ingest(_parquet(t, label=_int_labels(r5=1000)), r), 1,
         ["m.parquet row 5 (id 'x5') has label 1000", "1001 classes of which 998 have no row"],
         ["fix the label", "class names"]),
+    "sparse labels in the rows --max-rows reads": Refusal(
+        lambda t, r: _ingest(_parquet(t, label=_int_labels(r1=9)), r, "--max-rows", "4"), 1,
+        ["m.parquet row 1 (id 'x1') has label 9"], ["--max-rows 4 read only the first 4 rows: raise it"]),
     "label too large for int32": Refusal(
         lambda t, r: _ingest(_parquet(t, label=_int_labels(r5=2**40)), r), 1,
         ["m.parquet: row 5 (id 'x5') has label 1099511627776"], ["fix the label"]),

@@ -131,3 +131,16 @@ def test_head_step_equals_general_step(kind, method):
         torch.testing.assert_close(out_f.weights, out_g.weights, rtol=1e-7, atol=1e-10)
         torch.testing.assert_close(out_f.losses, out_g.losses, rtol=1e-10, atol=1e-12)
         _same_parameters(fast, general)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_meta_weight_net_gradient_by_hand_equals_autograd(seed):
+    from stages.weight.mwn import mwn_weights, normalised_weight_gradient
+
+    torch.manual_seed(seed)
+    vnet = MetaWeightNet(12).double()
+    losses = torch.rand(17, dtype=torch.float64) * 4
+    coef = torch.randn(17, dtype=torch.float64)
+    ref = torch.autograd.grad((coef * mwn_weights(vnet, losses)).sum(), list(vnet.parameters()))
+    for got, want in zip(normalised_weight_gradient(vnet, losses, coef), ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

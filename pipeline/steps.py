@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -415,11 +416,25 @@ def train_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     test = with_feature_column(ctx.run, test, params.features, what="test manifest")
     result = train_model(train, test, params, num_classes=len(class_names(train)), seed=ctx.seed, device=ctx.device)
     torch.save(result.model_state, ctx.out / "model.pt")
-    # The file is an output, so it is digested: its timing stays in stage.json's metrics only, or a
-    # bit-identical retrain would still invalidate evaluate's cache.
-    untimed = {k: v for k, v in result.metrics.items() if k != "seconds"}
-    (ctx.out / "metrics.json").write_text(json.dumps(untimed, indent=2, sort_keys=True, default=str))
+    (ctx.out / "metrics.json").write_text(json.dumps(untimed(result.metrics), indent=2, sort_keys=True, default=str))
     return dict(result.metrics)
+
+
+_TIMING_KEY = re.compile(r"(^|_)(s|seconds)$|^timings$")  # seconds, knn_s, images_per_s, warmup_seconds
+
+
+def untimed(obj: Any) -> Any:
+    """``obj`` (metrics) without its timing entries, at any depth.
+
+    Why: what a stage writes into its folder is digested, and a downstream stage's key holds that
+    digest; a timing in a file (train's ``seconds``, select's ``knn_s`` in the report) made two
+    bit-identical runs differ and invalidated the cache downstream. Timings stay in ``stage.json``.
+    """
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items() if not (isinstance(k, str) and _TIMING_KEY.search(k))}
+    if isinstance(obj, list):
+        return [untimed(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +566,7 @@ def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:
         table = read_table(p)  # Meta-Weight-Net's learned loss -> weight function
         curve = {"x": table["loss"].to_numpy(), "MWN weight": table["weight"].to_numpy()}
     html = render_report(curated, summary, evaluation=evaluation,
-                         coreset_metrics=None if select_rec is None else select_rec.get("metrics"),
+                         coreset_metrics=None if select_rec is None else untimed(select_rec.get("metrics")),
                          weight_curve=curve, title=params.title, top=params.top)
     (ctx.out / schema.REPORT).write_text(html, encoding="utf-8")
     return {"bytes": len(html.encode())}

@@ -64,7 +64,9 @@ def _prepare(run: Path, feature_table: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["l2rw", "mwn"])
 def test_weight_resumes_after_kill9(tmp_path: Path, feature_table: Path, method: str) -> None:
-    args = ["weight", "--method", method, "--rounds", "2", "--epochs", "3", "--device", "cpu"]
+    # One thread count for the killed run and the rerun: it is part of the cache key, and a checkpoint
+    # is only resumed by the key that wrote it.
+    args = ["weight", "--method", method, "--rounds", "2", "--epochs", "3", "--device", "cpu", "--threads", "1"]
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
     for run in (killed, fresh):
         _prepare(run, feature_table)

@@ -94,8 +94,9 @@ def test_evaluate_compares_export_policies(mlp_run):
 
     run, args, _ = mlp_run
     before = (run / "evaluate" / "evaluation.json").read_text()
+    # A bad option value is bad usage: exit 2, checked before anything runs.
     res = CliRunner().invoke(main, ["evaluate", "--no-downstream", "--policies", "soft,everything", *args])
-    assert res.exit_code == 1 and "'everything'" in res.output and "soft" in res.output
+    assert res.exit_code == 2 and "'everything'" in res.output and "soft" in res.output
     assert (run / "evaluate" / "evaluation.json").read_text() == before  # nothing half-written
 
     res = CliRunner().invoke(main, ["evaluate", "--no-downstream", "--policies", "soft, drop-flagged", *args])

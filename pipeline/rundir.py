@@ -216,6 +216,20 @@ class RunDir:
             shutil.rmtree(self.root / ".work" / stage, ignore_errors=True)
         self.prune_work()
 
+    def keep_checkpoints_only(self, folder: Path) -> None:
+        """Remove all but the checkpoints (``*.pt``) from a stage's work folder, then empty folders.
+
+        What a failed stage keeps: its checkpoints, for a rerun of the same key to resume from; not
+        the scratch files an executor wrote beside them (Beam's temporary folders).
+        """
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif not entry.name.endswith(".pt"):
+                    entry.unlink(missing_ok=True)
+        self.prune_work()
+
     def prune_work(self) -> None:
         """Remove empty checkpoint folders, deepest first, up to ``.work`` itself.
 

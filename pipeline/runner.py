@@ -113,7 +113,7 @@ def run_stage(
             seconds = time.time() - started
             record.update(metrics=metrics, timings={"started": started, "seconds": round(seconds, 3)})
     except BaseException:
-        run.prune_work()  # checkpoints saved so far stay for a rerun to resume from; empty folders go
+        run.keep_checkpoints_only(work)  # for a rerun to resume from; scratch files and empty folders go
         raise
     run.clear_work(stage, key)
     return StageOutcome(stage, False, run.record(stage) or record, seconds, metrics)

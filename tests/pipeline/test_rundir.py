@@ -203,12 +203,17 @@ def test_disk_checkpoints_roundtrip_and_refuse_pickles(tmp_path: Path) -> None:
         ck.load("bad")
 
 
-def _checkpointing(log: list[str], fail: bool = False):
-    """An adapter that saves one checkpoint, then fails or writes its output."""
+def _checkpointing(log: list[str], fail: bool = False, scratch: bool = False):
+    """An adapter that saves one checkpoint (and, with ``scratch``, temporary files as Beam's
+    executor does beside it), then fails or writes its output."""
 
     def adapter(ctx):
         log.append("ran")
         ctx.checkpoints.save("step", {"n": 1})
+        if scratch:
+            (ctx.checkpoints.folder / "beam-embed-0123abcd").mkdir()
+            (ctx.checkpoints.folder / "beam-embed-0123abcd" / "part-0").write_text("rows")
+            (ctx.checkpoints.folder / "rows.tmp").write_text("rows")
         if fail:
             raise RuntimeError("boom")
         (ctx.out / "out.txt").write_text("x")
@@ -232,8 +237,10 @@ def test_a_failed_stage_leaves_no_empty_work_folder(tmp_path: Path) -> None:
         run_stage(run, "a", params={}, inputs={}, adapter=refuse, seed=0, device="cpu")
     assert sorted(p.name for p in run.root.iterdir()) == [], "no .work, no .tmp, no .lock"
     with pytest.raises(RuntimeError):
-        run_stage(run, "a", params={}, inputs={}, adapter=_checkpointing([], fail=True), seed=0, device="cpu")
-    assert [f for f in _work_files(run) if f.endswith(".pt")], "a checkpoint saved before the failure is kept"
+        run_stage(run, "a", params={}, inputs={}, adapter=_checkpointing([], fail=True, scratch=True), seed=0,
+                  device="cpu")
+    kept = _work_files(run)
+    assert kept[-1].endswith("/step.pt") and len(kept) == 3, f"the checkpoint is kept, the scratch files not: {kept}"
     run_stage(run, "a", params={}, inputs={}, adapter=_checkpointing([]), seed=0, device="cpu")
     assert sorted(p.name for p in run.root.iterdir()) == ["a"], "completion removes the checkpoints and .work"
 

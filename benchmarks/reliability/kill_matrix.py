@@ -5,8 +5,9 @@
 One uninterrupted reference run of every stage on a small digits pipeline (``--threads 1``, CPU),
 then, per stage and per kill: a copy of the reference, the stage started as its own process,
 SIGKILL at a moment drawn uniformly over the reference's duration of that stage (counted from
-the moment the stage takes its commit lock, so the draw lands in the stage rather than in Python's
-start-up), and a plain rerun. Kills alternate between two scenarios:
+the moment the stage takes its commit lock, and with torch and FAISS imported before the command
+starts, so that the draw lands in the stage's work rather than in Python's start-up), and a plain
+rerun. Kills alternate between two scenarios:
 
 * ``fresh``: the stage had not completed; the rerun resumes from the killed run's checkpoints;
 * ``force``: a ``--force`` rerun of a completed stage is killed; the plain rerun is then a cache hit
@@ -45,9 +46,9 @@ def tiny_config(rows: int = 400) -> dict[str, dict[str, object]]:
     (embed: warm-up epochs and 100-row shards; weight: epochs) saving several checkpoints."""
     return {
         "ingest": {"source": "digits", "max_rows": rows, "inject_noise": "uniform:0.4", "trusted_per_class": 5},
-        "embed": {"warmup": 3, "folds": 3, "shard_size": 100},
+        "embed": {"warmup": 4, "folds": 3, "shard_size": 100},
         "select": {},
-        "weight": {"method": "l2rw", "rounds": 2, "epochs": 3},
+        "weight": {"method": "l2rw", "rounds": 2, "epochs": 5},
         "export": {},
         "train": {"epochs": 3},
         "evaluate": {},
@@ -70,9 +71,16 @@ def write_config(path: Path, run_dir: Path, stages: tuple[str, ...], rows: int) 
     return path
 
 
+# The stage processes import the heavy libraries before the CLI starts: the stages import them
+# lazily, and `import torch` would otherwise be most of a small stage's duration, so most drawn
+# moments would fall in it rather than in the stage's work (its checkpoints, its commit).
+PRELOAD = ("import runpy, sys, torch, torchvision, faiss, scipy.sparse, sklearn.datasets; sys.argv[0] = 'winnow'; "
+           "runpy.run_module('pipeline.cli', run_name='__main__')")
+
+
 def command(config: Path, *extra: str) -> list[str]:
     """``winnow run CONFIG`` as a new process (as a user or a scheduler starts it)."""
-    return [sys.executable, "-m", "pipeline.cli", "run", str(config), "-q", *extra]
+    return [sys.executable, "-c", PRELOAD, "run", str(config), "-q", *extra]
 
 
 def env() -> dict[str, str]:
@@ -114,6 +122,7 @@ class Kill:
     mode: str
     delay_s: float
     killed: bool  # False: the stage finished before the drawn moment
+    checkpoints: int  # checkpoint files the kill left for the rerun to resume from
     rerun_cached: bool
     identical: bool
     leftovers: list[str] = field(default_factory=list)
@@ -146,13 +155,14 @@ def kill_and_rerun(ref: Path, work: Path, stage: str, *, mode: str, rng: random.
     _, err = proc.communicate()
     if not killed and proc.returncode != 0:
         raise RuntimeError(f"{stage} failed before it was killed:\n{err.decode()[-3000:]}")
+    checkpoints = len(list((run / ".work").rglob("*.pt")))
     rerun = subprocess.run(command(config, "--json"), cwd=ROOT, env=env(), capture_output=True, text=True)
     if rerun.returncode != 0:
         raise RuntimeError(f"the rerun of {stage} failed:\n{rerun.stderr[-3000:]}")
     cached = json.loads(rerun.stdout)["stages"][stage]["cached"]
     want, got = file_digests(ref / stage), file_digests(run / stage)
     differing = sorted(name for name in set(want) | set(got) if want.get(name) != got.get(name))
-    return Kill(stage, mode, round(delay, 3), killed, cached, not differing, leftovers(run), differing)
+    return Kill(stage, mode, round(delay, 3), killed, checkpoints, cached, not differing, leftovers(run), differing)
 
 
 def main() -> None:
@@ -173,16 +183,18 @@ def main() -> None:
                      for i in range(args.kills)]
             rows.append((stage, duration, kills))
             print(f"{stage}: " + ", ".join(f"{k.mode}@{k.delay_s}s{'' if k.killed else ' (finished first)'}"
+                                          f"{f' {k.checkpoints} checkpoint(s)' if k.checkpoints else ''}"
                                           f"{' DIFFERS ' + str(k.differing) if not k.identical else ''}"
                                           f"{' LEFT ' + str(k.leftovers) if k.leftovers else ''}" for k in kills),
                   file=sys.stderr, flush=True)
-    print("| stage | stage s (reference) | kills | killed mid-stage | rerun cached | byte-identical | no leftovers |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| stage | kill window s | kills | killed mid-stage | left checkpoints | rerun cached | byte-identical "
+          "| no leftovers |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for stage, duration, kills in rows:
         n = len(kills)
         print(f"| {stage} | {duration:.2f} | {n} | {sum(k.killed for k in kills)} | "
-              f"{sum(k.rerun_cached for k in kills)} | {sum(k.identical for k in kills)}/{n} | "
-              f"{sum(not k.leftovers for k in kills)}/{n} |")
+              f"{sum(k.checkpoints > 0 for k in kills)} | {sum(k.rerun_cached for k in kills)} | "
+              f"{sum(k.identical for k in kills)}/{n} | {sum(not k.leftovers for k in kills)}/{n} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 nothing left behind (the harness is ``benchmarks.reliability.kill_matrix``, which does 5 kills a stage).
 
 Every stage runs as its own process on one CPU thread (results are bit-exact for one thread
-count), on 400 digits with a 3-epoch warm-up, so the whole file takes about a minute.
+count), on 400 digits with a 4-epoch warm-up, so the whole file takes about a minute.
 """
 
 from __future__ import annotations

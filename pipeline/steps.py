@@ -612,19 +612,17 @@ DEFAULT_PLAN = tuple(STEPS)
 # What varies with the CPU thread count, by stage: a stage named here has the count in its cache key
 # and this line in stage.json's ``thread_dependence``; ingest and report compute nothing that
 # depends on it. Figures: the digits demo on CPU, each stage run alone on the same inputs with
-# --threads 1 and 2 (docs/design-notes.md, "Results and the CPU thread count").
+# --threads 1 and 2 (python -m benchmarks.reliability.threads; docs/design-notes.md).
 THREAD_DEPENDENCE: dict[str, str] = {
     "embed": "the warm-up's training reductions (oneDNN convolution weight gradients, MKL GEMM) and the "
              "cross-fitted heads; a warm-up amplifies them: embedding max |diff| 0.245, probs 0.517, every row",
     "select": "FAISS's BLAS inner products (about 2e-7), which can reorder near-ties of the kNN graph; IVF "
               "training and HNSW insertion also; the demo's coreset was identical",
     "weight": "the training reductions (MKL GEMM; oneDNN convolutions with --trainable backbone): linear head, "
-              "weight max |diff| 5e-7, weight_last 5e-5",
-    "export": "FAISS's BLAS inner products in the trusted-kNN vote: noise_score max |diff| 3e-8, same flags",
-    "train": "the training reductions (oneDNN convolution weight gradients, MKL GEMM): other weights, same "
-             "test accuracy (0.994)",
-    "evaluate": "trains as train does: downstream accuracies (plain labels 0.719 vs 0.724 over the whole "
-                "pipeline)",
+              "weight max |diff| 2.4e-6, weight_last 1.0e-5",
+    "export": "FAISS's BLAS inner products in the trusted-kNN vote: noise_score max |diff| 6e-8, same flags",
+    "train": "the training reductions (oneDNN convolution weight gradients, MKL GEMM): other weights",
+    "evaluate": "trains as train does: the downstream accuracies",
 }
 
 

@@ -165,12 +165,14 @@ def _lr_at(params: WeightParams, progress: float) -> float:
     return params.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _trusted_batch(data: Data, size: int, gen: torch.Generator) -> torch.Tensor:
-    """``size`` random trusted rows, or all of them (in order, drawing nothing) when there are no more."""
+def _trusted_batch(data: Data, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` random trusted rows (x, y), or all of them as they are (no copy, nothing drawn) when
+    there are no more."""
     n = data.trusted_y.shape[0]
     if size >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=gen)[:size]
+        return data.trusted_x, data.trusted_y
+    t = torch.randperm(n, generator=gen)[:size].to(data.trusted_x.device)
+    return data.trusted_x[t], data.trusted_y[t]
 
 
 def _matched_trusted(data: Data, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -370,8 +372,7 @@ class Trainer:
         scale = None if d.scale is None else d.scale[idx]
         n = idx.numel()
         if p.method in ("l2rw", "mwn", "soseleto"):
-            t = _trusted_batch(d, self.trusted_batch_size(), self.gen).to(d.x.device)
-            tx, ty = d.trusted_x[t], d.trusted_y[t]
+            tx, ty = _trusted_batch(d, self.trusted_batch_size(), self.gen)
         if p.method == "l2rw":
             out = l2rw_step(model, self.optimizer, x, y, tx, ty, lr=lr, loss_scale=scale)
             return out._replace(weights=out.weights * n, unclipped=out.unclipped * n)
@@ -393,12 +394,11 @@ class Trainer:
                 # The validation mini-batch shares the label distribution of a training mini-batch;
                 # with mini-batches of one example it is the trusted batch of the other methods.
                 if k >= n:
-                    t = _trusted_batch(d, self.trusted_batch_size(), self.gen)
+                    vx, vy = _trusted_batch(d, self.trusted_batch_size(), self.gen)
                 else:
                     index, mask = stratified_groups(y, k)
-                    t = _matched_trusted(d, y[index[0][mask[0]]], self.gen)
-                t = t.to(d.x.device)
-                vx, vy = d.trusted_x[t], d.trusted_y[t]
+                    t = _matched_trusted(d, y[index[0][mask[0]]], self.gen).to(d.x.device)
+                    vx, vy = d.trusted_x[t], d.trusted_y[t]
             else:
                 vx = vy = None
             return bilevel_step(model, self.optimizer, x, y, vx, vy, k=k, mu=p.bilevel_mu, loss_scale=scale)

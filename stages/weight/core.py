@@ -112,8 +112,15 @@ def condition_head_inputs(train_x: torch.Tensor, trusted_x: torch.Tensor, *,
     lam = max(float(torch.linalg.eigvalsh(corr)[-1]), 1.0)
     shift = mean.to(train_x.dtype)
     scale = (std * lam ** 0.5).to(train_x.dtype)
-    return (train_x - shift.to(train_x.device)) / scale.to(train_x.device), \
-        (trusted_x - shift.to(trusted_x.device)) / scale.to(trusted_x.device)
+
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(t)  # filled chunk by chunk: no full-size temporary
+        sh, sc = shift.to(t.device), scale.to(t.device)
+        for s in range(0, t.shape[0], chunk):
+            torch.sub(t[s:s + chunk], sh, out=out[s:s + chunk]).div_(sc)
+        return out
+
+    return apply(train_x), apply(trusted_x)
 
 
 def run_weight(train_x: torch.Tensor, train_y: torch.Tensor, trusted_x: torch.Tensor,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.heads import LinearHead, MLPHead
@@ -78,14 +79,17 @@ def head_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, params: Ten
     a = x
     for k, name in enumerate(names):
         inputs.append(a)
-        z = torch.addmm(p[f"{name}.bias"], a, p[f"{name}.weight"].T)
+        z = F.linear(a, p[f"{name}.weight"], p[f"{name}.bias"])
         pre.append(z)
         a = torch.relu(z) if k < len(names) - 1 else z
-    logits = a
-    log_p = torch.log_softmax(logits, 1)
-    losses = -log_p.gather(1, y.unsqueeze(1)).squeeze(1)
-    delta = log_p.exp()
-    delta[torch.arange(y.shape[0], device=y.device), y] -= 1.0
+    # In the transposed (classes, n) layout: torch's CPU kernels for a row-wise softmax or index
+    # update over ~10 classes are 4-9x slower than the column-wise ones on the same numbers.
+    log_p = torch.log_softmax(a.T, 0)
+    rows = y.unsqueeze(0)
+    losses = -log_p.gather(0, rows).squeeze(0)
+    delta_t = log_p.exp_()  # softmax - onehot, (C, n)
+    delta_t.scatter_add_(0, rows, torch.full(rows.shape, -1.0, dtype=delta_t.dtype, device=delta_t.device))
+    delta = delta_t.T
     if loss_scale is not None:
         losses = losses * loss_scale
         delta = delta * loss_scale.unsqueeze(1)

@@ -12,7 +12,10 @@ V takes the detached losses as input, as in the authors' code.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stages.weight import head_kernel
@@ -89,48 +92,69 @@ def mwn_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module
     return StepOutput(w, losses.detach())
 
 
+class _VNetPass(NamedTuple):
+    """One forward pass of the paper's weighting net, keeping what its gradient needs."""
+
+    x: torch.Tensor  # (n, 1) losses
+    pre: torch.Tensor  # (n, h) hidden pre-activations
+    hidden: torch.Tensor  # (n, h)
+    v: torch.Tensor  # (n,) V(l_i) in (0, 1)
+
+    @property
+    def normalised(self) -> torch.Tensor:
+        """The step's weights V_i / sum_j V_j (sigmoid outputs: the sum is > 0)."""
+        return self.v / self.v.sum()
+
+
 @torch.no_grad()
-def normalised_weight_gradient(vnet: nn.Module, losses: torch.Tensor, coef: torch.Tensor) -> list[torch.Tensor]:
+def _vnet_pass(vnet: nn.Module, losses: torch.Tensor) -> _VNetPass:
+    """V(l) for the paper's :class:`~models.meta_weight_net.MetaWeightNet`, layer by layer."""
+    x = losses.detach().to(vnet.hidden.weight.dtype).reshape(-1, 1)
+    pre = F.linear(x, vnet.hidden.weight, vnet.hidden.bias)
+    hidden = torch.relu(pre)
+    v = torch.sigmoid(F.linear(hidden, vnet.out.weight, vnet.out.bias)).reshape(-1)
+    return _VNetPass(x, pre, hidden, v)
+
+
+@torch.no_grad()
+def normalised_weight_gradient(vnet: nn.Module, losses: torch.Tensor, coef: torch.Tensor, *,
+                               forward: _VNetPass | None = None) -> list[torch.Tensor]:
     """Gradient of sum_i coef_i * V(l_i) / sum_j V(l_j) with respect to V's parameters, by hand.
 
     The same numbers as autograd through :func:`mwn_weights` (tested), in a dozen small tensor
     operations instead of a graph: on a head, where a step is a few matrix products, autograd's
     bookkeeping for the 1-100-1 net was most of Meta-Weight-Net's cost. Needs the paper's
     :class:`~models.meta_weight_net.MetaWeightNet` (sigmoid of a one-hidden-layer ReLU net).
+    ``forward``: that net's pass on ``losses`` at its current parameters, if already made.
     """
-    dtype = vnet.hidden.weight.dtype
-    x = losses.detach().to(dtype).reshape(-1, 1)
-    c = coef.detach().to(dtype)
-    pre = torch.addmm(vnet.hidden.bias, x, vnet.hidden.weight.T)  # (n, h)
-    hidden = torch.relu(pre)
-    v = torch.sigmoid(torch.addmm(vnet.out.bias, hidden, vnet.out.weight.T)).reshape(-1)  # (n,)
-    total = v.sum()
+    f = _vnet_pass(vnet, losses) if forward is None else forward
+    c = coef.detach().to(f.v.dtype)
+    total = f.v.sum()
     # d/dV_i of sum_i c_i V_i / sum V = (c_i - sum_j c_j w_j) / sum V; then through the sigmoid.
-    g_out = (c - (c * v).sum() / total) / total * v * (1 - v)  # (n,)
-    g_hidden = (g_out.unsqueeze(1) * vnet.out.weight) * (pre > 0)  # (n, h)
-    return [g_hidden.T @ x, g_hidden.sum(0), (g_out @ hidden).unsqueeze(0), g_out.sum().reshape(1)]
+    g_out = (c - (c * f.v).sum() / total) / total * f.v * (1 - f.v)  # (n,)
+    g_hidden = (g_out.unsqueeze(1) * vnet.out.weight) * (f.pre > 0)  # (n, h)
+    return [g_hidden.T @ f.x, g_hidden.sum(0), (g_out @ f.hidden).unsqueeze(0), g_out.sum().reshape(1)]
 
 
 def _mwn_head_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.Module,
                    vnet_optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                    trusted_x: torch.Tensor, trusted_y: torch.Tensor, *, lr: float, meta: bool,
                    loss_scale: torch.Tensor | None) -> StepOutput:
-    """:func:`mwn_step` for a Linear/MLP head: look-ahead, trusted gradient and alignments in closed form."""
+    """:func:`mwn_step` for a Linear/MLP head: look-ahead, trusted gradient, alignments and the
+    weighting net's meta-gradient in closed form."""
     hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
     if meta:
-        with torch.no_grad():
-            w_old = mwn_weights(vnet, hp.losses)
-        step = head_kernel.weighted_gradient(hp, w_old)
+        before = _vnet_pass(vnet, hp.losses)
+        step = head_kernel.weighted_gradient(hp, before.normalised.to(hp.losses.dtype))
         theta_hat = {k: p.detach() - lr * step[k] for k, p in model.named_parameters()}
         v = head_kernel.trusted_gradient(model, trusted_x, trusted_y, params=theta_hat)
         d = head_kernel.alignment(hp, v)
-        meta_grads = normalised_weight_gradient(vnet, hp.losses, -lr * d)
+        meta_grads = normalised_weight_gradient(vnet, hp.losses, -lr * d, forward=before)
         vnet_optimizer.zero_grad(set_to_none=True)
         for p, g in zip(vnet.parameters(), meta_grads):
             p.grad = g
         vnet_optimizer.step()
-    with torch.no_grad():
-        w = mwn_weights(vnet, hp.losses)
+    w = _vnet_pass(vnet, hp.losses).normalised.to(hp.losses.dtype)
     optimizer.zero_grad(set_to_none=True)
     head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, w))
     optimizer.step()

@@ -237,8 +237,11 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + 7919)
                 self.vnet = MetaWeightNet(params.mwn_hidden).to(data.x.device, data.x.dtype)
+            # fused: one kernel instead of a Python loop over four tiny tensors (29 vs 104 us a step
+            # on CPU), which on a head was a fifth of Meta-Weight-Net's step.
             self.vnet_optimizer = torch.optim.Adam(self.vnet.parameters(), lr=params.mwn_lr,
-                                                   weight_decay=params.mwn_weight_decay)
+                                                   weight_decay=params.mwn_weight_decay,
+                                                   fused=data.x.device.type in ("cpu", "cuda"))
         self.alpha = torch.full((data.x.shape[0],), params.alpha_init, dtype=torch.float64)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:

@@ -230,6 +230,9 @@ def _calibrate(
     return thr, info, est
 
 
+MIN_FLAGS_TO_CHECK = 30  # rows the label signal must flag before the meta signal can be judged on them
+
+
 def _check_meta_signal(
     sc: NoiseScores, labels: np.ndarray, split: np.ndarray, valid: np.ndarray, n_classes: int,
     params: ExportParams, seed: int,
@@ -249,9 +252,15 @@ def _check_meta_signal(
     if threshold is None:
         return sc, {}
     label_flags = np.isfinite(label_only.score) & (label_only.score >= threshold)
-    agreement = meta_agreement(sc, label_flags)
+    flagged = int(label_flags.sum())
+    # Too few flagged rows to judge: an AUROC over k positives has a standard error of about
+    # 0.29 / sqrt(k) (0.17 at 3 rows), and on clean imbalanced data those few rows are tail-class
+    # rows that L2RW rightly weighs up, so a 3-row check dropped exactly the rebalancing weights
+    # (digits --imbalance 20: agreement 0.16 on 3 rows; benchmarks/weight/RESULTS.md).
+    agreement = meta_agreement(sc, label_flags) if flagged >= MIN_FLAGS_TO_CHECK else None
     used = agreement is None or agreement >= params.meta_min_agreement
-    check = {"agreement_auroc": _num(agreement), "min_agreement": params.meta_min_agreement, "used": used}
+    check = {"agreement_auroc": _num(agreement), "min_agreement": params.meta_min_agreement, "used": used,
+             "flagged_rows": flagged}
     return (sc if used else label_only), check
 
 

@@ -14,6 +14,7 @@ from models.registry import build_classifier, features_and_logits, get_spec
 from stages.common.images import image_to_array, open_image
 from stages.embed import EmbedParams, run_embed
 from tests.embed.conftest import make_manifest
+from tests.embed.tiny import TinyEmbedder
 
 FAST = dict(folds=2, head_iters=5, num_workers=0, warmup=0)
 
@@ -98,20 +99,9 @@ def test_registry_weights_file_round_trip(tmp_path):
     np.testing.assert_allclose(res.embedding, expected, rtol=1e-4, atol=1e-5)
 
 
-class _Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.relu(self.conv(x)).mean((2, 3))
-        return h, self.fc(h)
-
-
 def test_torchscript_file(tmp_path):
     torch.manual_seed(0)
-    tiny = _Tiny().eval()
+    tiny = TinyEmbedder().eval()
     path = tmp_path / "tiny.ts"
     torch.jit.script(tiny).save(str(path))
     manifest = make_manifest(7)
@@ -125,7 +115,7 @@ def test_torch_export_program_converted_to_torchscript_as_the_refusal_says(tmp_p
     """winnow refuses .pt2 files (tests/reliability/test_untrusted_files.py); the conversion its
     message gives, tracing the exported program's module into TorchScript, embeds the same."""
     torch.manual_seed(0)
-    tiny = _Tiny().eval()
+    tiny = TinyEmbedder().eval()
     program = torch.export.export(tiny, (torch.randn(4, 1, 8, 8),))
     path = tmp_path / "tiny.ts"
     torch.jit.save(torch.jit.trace(program.module(), (torch.randn(4, 1, 8, 8),)), str(path))

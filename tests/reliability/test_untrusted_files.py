@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from models.backbones import load_model_file
 from pipeline.cli import main
 from tests.conftest import png_bytes
+from tests.embed.tiny import TinyEmbedder
 
 
 class _Payload:
@@ -39,19 +39,6 @@ class _Payload:
 
 def _payload(path: Path) -> bytes:
     return pickle.dumps(_Payload(path), protocol=2)
-
-
-class _Tiny(nn.Module):
-    """(B, 1, 8, 8) images -> (embedding (B, 4), logits (B, 3)), as ``--model-file`` networks give."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.relu(self.conv(x)).mean((2, 3))
-        return h, self.fc(h)
 
 
 def _rewrite(src: Path, dst: Path, changes: dict[str, bytes]) -> Path:
@@ -77,7 +64,7 @@ def _read_member(archive: Path, name: str) -> bytes:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Clean torch.export archives (static and dynamic batch) and a TorchScript file of one model."""
     folder = tmp_path_factory.mktemp("models")
-    model = _Tiny().eval()
+    model = TinyEmbedder().eval()
     x = torch.randn(2, 1, 8, 8)
     out = {"static": folder / "static.pt2", "dynamic": folder / "dynamic.pt2", "ts": folder / "tiny.ts"}
     torch.export.save(torch.export.export(model, (x,)), str(out["static"]))
@@ -146,7 +133,7 @@ def test_pickled_modules_are_refused_without_running_their_payload(tmp_path: Pat
     legacy = tmp_path / "model.pth"
     legacy.write_bytes(_payload(marker))  # torch.save's pre-zip format starts with a pickle
     zipped = tmp_path / "zipped.pt"
-    torch.save(_Tiny(), zipped)  # torch.save of a whole module: a zip with data.pkl, no code/
+    torch.save(TinyEmbedder(), zipped)  # torch.save of a whole module: a zip with data.pkl, no code/
     zipped = _rewrite(zipped, tmp_path / "zipped-bad.pt", {"data.pkl": _payload(marker)})
     for path in (legacy, zipped):
         with pytest.raises(ValueError, match="pickled model") as info:

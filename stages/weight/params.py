@@ -61,11 +61,27 @@ class WeightParams:
     mwn_weight_decay: float = option(1e-4, "Meta-Weight-Net: Adam weight decay of the weighting net.")
     mwn_hidden: int = option(100, "Meta-Weight-Net: hidden width of the weighting net (paper: 100).")
 
+    # The defaults that depend on --trainable: a head is cheap in closed form and saturates without
+    # a stronger decay; a full network keeps the papers' values (docs/design-notes.md).
     def resolved_weight_decay(self) -> float:
-        """--weight-decay, or its default for --trainable."""
+        """--weight-decay, or 5e-3 for a head and the papers' 5e-4 for a full network."""
         if self.weight_decay is not None:
             return self.weight_decay
         return 5e-3 if self.trainable == "head" else 5e-4
+
+    def resolved_trusted_batch_size(self, trusted_rows: int) -> int:
+        """--trusted-batch-size, or every trusted row for a head (an exact trusted gradient) and the
+        papers' 100 for a full network."""
+        if self.trusted_batch_size is not None:
+            return self.trusted_batch_size
+        return trusted_rows if self.trainable == "head" else 100
+
+    def resolved_bilevel_batches(self, batch: int) -> int:
+        """--bilevel-batches, or one mini-batch per example of the ``batch`` for a head and the
+        paper's 8 for a full network."""
+        if self.bilevel_batches is not None:
+            return self.bilevel_batches
+        return batch if self.trainable == "head" else 8
 
     def validate(self) -> None:
         """Raise ValueError naming the option when a value is out of range."""

@@ -70,9 +70,9 @@ class Recorder:
         w = weights.detach().to("cpu", torch.float64)
         loss = losses.detach().to("cpu", torch.float64)
         keep = ~torch.isnan(w)
-        if unclipped is not None:
-            self.sum_unclipped.index_add_(0, index.cpu()[keep], unclipped.detach().to("cpu", torch.float64)[keep])
         idx, w, loss = index.cpu()[keep], w[keep], loss[keep]
+        if unclipped is not None:
+            self.sum_unclipped.index_add_(0, idx, unclipped.detach().to("cpu", torch.float64)[keep])
         # index_add_ because an example can appear twice in a batch only through padding (never
         # here), but it keeps the sums right whatever the caller passes.
         self.sum_w.index_add_(0, idx, w)
@@ -356,18 +356,6 @@ class Trainer:
         self.metrics["epoch_seconds"].append(time.perf_counter() - t0)
         self.metrics["lr"].append(lr)
 
-    def bilevel_batches(self, n: int) -> int:
-        """Deep Bilevel's k: the option, or by default one mini-batch per example for a head (the
-        closed form makes that as cheap as plain training) and the paper's 8 for a full network."""
-        return self.p.bilevel_batches or (n if self.p.trainable == "head" else 8)
-
-    def trusted_batch_size(self) -> int:
-        """Trusted rows per meta step: the option, or by default all of them for a head (exact
-        trusted gradient; docs/design-notes.md) and the paper's 100 for a full network."""
-        if self.p.trusted_batch_size:
-            return self.p.trusted_batch_size
-        return self.data.trusted_y.shape[0] if self.p.trainable == "head" else 100
-
     def _step(self, idx: torch.Tensor, lr: float) -> StepOutput:
         """One step of the chosen method: recorded weights (n,; an average example weighs 1), losses."""
         p, d, model = self.p, self.data, self.model
@@ -375,7 +363,7 @@ class Trainer:
         scale = None if d.scale is None else d.scale[idx]
         n = idx.numel()
         if p.method in ("l2rw", "mwn", "soseleto"):
-            tx, ty = _trusted_batch(d, self.trusted_batch_size(), self.gen)
+            tx, ty = _trusted_batch(d, p.resolved_trusted_batch_size(d.trusted_y.shape[0]), self.gen)
         if p.method == "l2rw":
             out = l2rw_step(model, self.optimizer, x, y, tx, ty, lr=lr, loss_scale=scale)
             return out._replace(weights=out.weights * n, unclipped=out.unclipped * n)
@@ -392,12 +380,12 @@ class Trainer:
             self.alpha[cpu_idx] = out.weights.detach().cpu().to(torch.float64)
             return out
         if p.method == "bilevel":
-            k = self.bilevel_batches(n)
+            k = p.resolved_bilevel_batches(n)
             if p.bilevel_validation == "trusted":
                 # The validation mini-batch shares the label distribution of a training mini-batch;
                 # with mini-batches of one example it is the trusted batch of the other methods.
                 if k >= n:
-                    vx, vy = _trusted_batch(d, self.trusted_batch_size(), self.gen)
+                    vx, vy = _trusted_batch(d, p.resolved_trusted_batch_size(d.trusted_y.shape[0]), self.gen)
                 else:
                     index, mask = stratified_groups(y, k)
                     t = _matched_trusted(d, y[index[0][mask[0]]], self.gen).to(d.x.device)

@@ -11,9 +11,7 @@ ENV PATH=/opt/winnow/bin:$PATH
 
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
-COPY pipeline ./pipeline
-COPY stages ./stages
-COPY models ./models
+COPY winnow ./winnow
 # faiss-cpu and faiss-gpu provide the same module: keep only the GPU build.
 RUN pip install --upgrade pip \
  && pip install '.[gpu]' \

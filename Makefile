@@ -18,10 +18,10 @@ demo: $(STAMP)
 	$(BIN)/winnow demo
 
 # Type-checked where it is cheap: the run-directory contract, config, shared helpers and ingest.
-TYPED := pipeline/rundir.py pipeline/runner.py pipeline/config.py pipeline/artifacts.py stages/common stages/ingest
+TYPED := winnow/pipeline/rundir.py winnow/pipeline/runner.py winnow/pipeline/config.py winnow/pipeline/artifacts.py winnow/stages/common winnow/stages/ingest
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline stages models tests benchmarks
+	$(BIN)/ruff check winnow tests benchmarks
 	$(BIN)/mypy --ignore-missing-imports --follow-imports=silent $(TYPED)
 
 test: lint

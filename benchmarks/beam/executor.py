@@ -48,7 +48,7 @@ def _tree_rss(proc: psutil.Process) -> int:
 def run_stage(args: list[str]) -> tuple[float, int]:
     """(wall seconds, peak summed RSS in bytes) of one ``winnow`` command."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "winnow.pipeline.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak = [0]

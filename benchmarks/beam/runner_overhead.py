@@ -11,7 +11,7 @@ import time
 
 import apache_beam as beam
 
-from pipeline.beam.options import pipeline_options
+from winnow.pipeline.beam.options import pipeline_options
 
 RUNNERS = {"LocalRunner (default)": [], "DirectRunner": ["runner=DirectRunner"]}
 

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models.registry import features_and_logits
-from stages.common.checkpoint import MemoryCheckpoints
-from stages.common.images import image_to_array, open_image
-from stages.embed import EmbedParams, run_embed
-from stages.embed.backbone import build_backbone
-from stages.embed.data import normalise
+from winnow.models.registry import features_and_logits
+from winnow.stages.common.checkpoint import MemoryCheckpoints
+from winnow.stages.common.images import image_to_array, open_image
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.embed.backbone import build_backbone
+from winnow.stages.embed.data import normalise
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10" / "train.parquet"
 

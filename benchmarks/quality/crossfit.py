@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.quality.crossfit --warmup 10 20 --seeds 0 1
 
 Digits as ``winnow demo`` ingests them (40% uniform flips, 10 trusted images per class), embedded
-by :func:`stages.embed.run_embed` with its defaults (small CNN warm-up) and each ``--crossfit``
+by :func:`winnow.stages.embed.run_embed` with its defaults (small CNN warm-up) and each ``--crossfit``
 mode. Reported over the train rows: AUROC of ``1 - p(given label)`` as a flipped-label detector,
 how often ``argmax(probs)`` equals the flipped label on flipped rows (memorised noise) and the
 true label on all rows, the F1 of cleanlab's ``find_label_issues`` and of winnow's export on
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from benchmarks.quality.flags import compare
-from stages.common import schema
-from stages.embed import EmbedParams, run_embed
-from stages.export.evaluate import auroc
-from stages.ingest.core import ingest
-from stages.ingest.params import IngestParams
+from winnow.stages.common import schema
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.export.evaluate import auroc
+from winnow.stages.ingest.core import ingest
+from winnow.stages.ingest.params import IngestParams
 
 
 def rows_for(warmup: int, seed: int) -> list[dict]:

@@ -5,10 +5,10 @@
 
 Per scenario (:mod:`benchmarks.quality.scenarios`, the same data, embeddings and cross-fitted
 probabilities as ``flags.py``), the SAME model, schedule and seed is trained by
-``stages.train.core.train_model`` on five training sets, each holding the train AND trusted rows
+``winnow.stages.train.core.train_model`` on five training sets, each holding the train AND trusted rows
 (the trusted rows are clean and every method may use them):
 
-- winnow: ``stages.export.export`` with default parameters -> ``result.train`` and its final
+- winnow: ``winnow.stages.export.export`` with default parameters -> ``result.train`` and its final
   ``weight`` (flagged rows weigh 0; no meta weights in this benchmark, so the others weigh 1),
   used by the trainer's default weighted sampler;
 - winnow soft: the same with ``--policy soft`` (every row weighted by 1 - noise_score);
@@ -36,12 +36,12 @@ import pyarrow as pa
 import torch
 
 from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
-from stages.common import schema
-from stages.common.arrow import vectors_to_arrow, with_metadata
-from stages.common.images import encode_png
-from stages.export import ExportParams, export
-from stages.train.core import train_model
-from stages.train.params import TrainParams
+from winnow.stages.common import schema
+from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
+from winnow.stages.common.images import encode_png
+from winnow.stages.export import ExportParams, export
+from winnow.stages.train.core import train_model
+from winnow.stages.train.params import TrainParams
 
 ARMS = ("winnow", "winnow soft", "cleanlab", "noisy", "clean")
 

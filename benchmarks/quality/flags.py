@@ -7,7 +7,7 @@
 
 All methods see the same out-of-sample (cross-fitted) probabilities; winnow also uses the
 embeddings and the trusted rows (its kNN vote), which is the point of having a trusted set.
-- winnow: ``stages.export.export`` with default parameters (calibrated threshold, no weights).
+- winnow: ``winnow.stages.export.export`` with default parameters (calibrated threshold, no weights).
 - cleanlab: ``cleanlab.filter.find_label_issues(labels, probs)`` (defaults) for the flags and
   ``cleanlab.rank.get_label_quality_scores`` (self-confidence) for the AUROC; train rows only.
 - loss threshold: flag when the cross-entropy of the given label exceeds log(C) (p < 1/C);
@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
-from stages.common import schema
-from stages.common.arrow import vectors_from_arrow
-from stages.export import ExportParams, export
-from stages.export.evaluate import auroc
+from winnow.stages.common import schema
+from winnow.stages.common.arrow import vectors_from_arrow
+from winnow.stages.export import ExportParams, export
+from winnow.stages.export.evaluate import auroc
 
 
 def compare(name: str, embedding: np.ndarray, probs: np.ndarray, given: np.ndarray, true: np.ndarray,

@@ -24,9 +24,9 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 
-from pipeline.artifacts import read_table
-from pipeline.rundir import RunDir
-from pipeline.steps import (
+from winnow.pipeline.artifacts import read_table
+from winnow.pipeline.rundir import RunDir
+from winnow.pipeline.steps import (
     _usable,
     class_names,
     load_curated,
@@ -35,9 +35,9 @@ from pipeline.steps import (
     test_table,
     with_feature_column,
 )
-from stages.common import schema
-from stages.train.core import train_model
-from stages.train.params import TrainParams
+from winnow.stages.common import schema
+from winnow.stages.train.core import train_model
+from winnow.stages.train.params import TrainParams
 
 ARMS = ("noisy", "winnow", "relabel", "oracle-drop", "clean")
 

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.common import schema
-from stages.common.arrow import vectors_to_arrow, with_metadata
+from winnow.stages.common import schema
+from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
 
 CIFAR = Path("/work/shared/data/cifar10")
 
@@ -168,7 +168,7 @@ def cifar(seed: int, n_train: int, *, with_test: bool = False) -> list[Scenario]
 
 def export_tables(embedding: np.ndarray, probs: np.ndarray, given: np.ndarray, true: np.ndarray,
                   split: np.ndarray, n_classes: int) -> tuple[pa.Table, pa.Table]:
-    """``(manifest, features)`` for ``stages.export.export``; ids are the row numbers as strings."""
+    """``(manifest, features)`` for ``winnow.stages.export.export``; ids are the row numbers as strings."""
     n = len(given)
     ids = pa.array([str(i) for i in range(n)])
     manifest = with_metadata(pa.table({

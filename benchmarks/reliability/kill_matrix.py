@@ -75,7 +75,7 @@ def write_config(path: Path, run_dir: Path, stages: tuple[str, ...], rows: int) 
 # lazily, and `import torch` would otherwise be most of a small stage's duration, so most drawn
 # moments would fall in it rather than in the stage's work (its checkpoints, its commit).
 PRELOAD = ("import runpy, sys, torch, torchvision, faiss, scipy.sparse, sklearn.datasets; sys.argv[0] = 'winnow'; "
-           "runpy.run_module('pipeline.cli', run_name='__main__')")
+           "runpy.run_module('winnow.pipeline.cli', run_name='__main__')")
 
 
 def command(config: Path, *extra: str) -> list[str]:

@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.reliability.kill_matrix import ROOT, env
-from pipeline.steps import DEMO_CONFIG, THREAD_DEPENDENCE
+from winnow.pipeline.steps import DEMO_CONFIG, THREAD_DEPENDENCE
 
 STAGES = ("ingest", "embed", "select", "weight", "export", "train", "evaluate", "report")
 
 
 def _winnow(*args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], cwd=ROOT, env=env(),
+    proc = subprocess.run([sys.executable, "-m", "winnow.pipeline.cli", *args, "-q"], cwd=ROOT, env=env(),
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"winnow {' '.join(args)} failed:\n{proc.stderr[-3000:]}")

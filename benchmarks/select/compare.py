@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.select.compare [--sizes 10000 20000] [--k 10]
 
 Data: Gaussian mixture (benchmarks/select/data.py), d=128, 10 classes, budget 10 % split over
-classes in proportion to size. Similarity for every tool: (1 + cos) / 2 (stages/select/knn.py).
+classes in proportion to size. Similarity for every tool: (1 + cos) / 2 (winnow/stages/select/knn.py).
 Objective: the exact dense facility-location value sum_i max_{j in S} sim(i, j), per class,
 computed the same way for every tool's selection. Times include building the similarity
 (dense matrix or FAISS kNN graph) and, for winnow, the CRAIG weights.
@@ -24,8 +24,8 @@ from benchmarks.select.data import (
     measure,
     per_class_budgets,
 )
-from stages.select import SelectParams, select
-from stages.select.knn import IndexSpec, knn_graph, normalize
+from winnow.stages.select import SelectParams, select
+from winnow.stages.select.knn import IndexSpec, knn_graph, normalize
 
 warnings.filterwarnings("ignore")
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from stages.select.knn import normalize
+from winnow.stages.select.knn import normalize
 
 
 def gaussian_mixture(n: int, *, d: int = 128, classes: int = 10, components: int = 10,
@@ -89,7 +89,7 @@ def measure(fn: Callable[[], Any], interval: float = 0.005) -> tuple[Any, float,
 
 def per_class_budgets(labels: np.ndarray, fraction: float) -> dict[int, int]:
     """The proportional split winnow uses, so every tool gets the same per-class budgets."""
-    from stages.select.core import split_budget
+    from winnow.stages.select.core import split_budget
 
     classes, counts = np.unique(labels, return_counts=True)
     return dict(zip(classes.tolist(), split_budget(counts, fraction, "proportional").tolist()))

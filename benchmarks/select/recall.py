@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from benchmarks.select.data import gaussian_mixture
-from stages.select.knn import IndexSpec, build_index, normalize
+from winnow.stages.select.knn import IndexSpec, build_index, normalize
 
 
 def main() -> None:

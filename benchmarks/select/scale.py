@@ -27,8 +27,8 @@ from benchmarks.select.data import (
     measure,
     per_class_budgets,
 )
-from stages.select import SelectParams, select
-from stages.select.knn import IndexSpec, knn_search, normalize
+from winnow.stages.select import SelectParams, select
+from winnow.stages.select.knn import IndexSpec, knn_search, normalize
 
 
 def dense_greedy(x, y):
@@ -45,7 +45,7 @@ def dense_greedy(x, y):
         except ImportError:
             import scipy.sparse as sp
 
-            from stages.select.facility_location import facility_location_greedy
+            from winnow.stages.select.facility_location import facility_location_greedy
 
             pick = facility_location_greedy(sp.csr_matrix(s), b).order
         selected[rows[np.asarray(pick, dtype=np.int64)]] = True

@@ -16,9 +16,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from stages.common.arrow import with_metadata
-from stages.common.images import encode_png
-from stages.train import ManifestDataset, TrainParams, train_model, weighted_loss, weighted_sampler
+from winnow.stages.common.arrow import with_metadata
+from winnow.stages.common.images import encode_png
+from winnow.stages.train import ManifestDataset, TrainParams, train_model, weighted_loss, weighted_sampler
 
 
 def _tables() -> tuple[pa.Table, pa.Table]:
@@ -47,7 +47,7 @@ def main() -> None:
             rows.append((f"train_model, {weighting}, {threads} thread(s)", time.perf_counter() - t0,
                          r.metrics["test_accuracy"]))
     torch.set_num_threads(1)
-    from stages.train.models import SmallCNN
+    from winnow.stages.train.models import SmallCNN
 
     model = SmallCNN(1, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

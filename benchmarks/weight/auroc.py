@@ -35,7 +35,7 @@ METHODS = ("l2rw", "mwn", "bilevel", "soseleto")
 
 def winnow(*args: str) -> None:
     """Run one CLI command; raise with its stderr if it fails."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "winnow.pipeline.cli", *args, "-q"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"winnow {' '.join(args)} failed:\n{proc.stderr}")
 

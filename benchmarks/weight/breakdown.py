@@ -34,8 +34,13 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.weight.step_time import MODELS, setup
-from stages.weight.alignment import commit_buffers, mean_loss_gradient, per_example_alignment, scratch_buffers
-from stages.weight.l2rw import l2rw_weights
+from winnow.stages.weight.alignment import (
+    commit_buffers,
+    mean_loss_gradient,
+    per_example_alignment,
+    scratch_buffers,
+)
+from winnow.stages.weight.l2rw import l2rw_weights
 
 
 def conv_ms(fn: Callable[[], object], reps: int = 5) -> float:

@@ -19,8 +19,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from stages.weight.core import run_weight
-from stages.weight.params import METHODS, WeightParams
+from winnow.stages.weight.core import run_weight
+from winnow.stages.weight.params import METHODS, WeightParams
 
 
 def split(seed: int):

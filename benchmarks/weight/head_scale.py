@@ -29,8 +29,8 @@ def child(folder: Path, method: str, epochs: int, threads: int) -> None:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from stages.weight.core import run_weight
-    from stages.weight.params import WeightParams
+    from winnow.stages.weight.core import run_weight
+    from winnow.stages.weight.params import WeightParams
 
     torch.set_num_threads(threads)
     x = torch.from_numpy(np.load(folder / "x.npy", mmap_mode="r"))

@@ -59,9 +59,9 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
-from stages.common.arrow import class_names
-from stages.common.images import decode_batch, encode_png
-from stages.train.models import SmallCNN
+from winnow.stages.common.arrow import class_names
+from winnow.stages.common.images import decode_batch, encode_png
+from winnow.stages.train.models import SmallCNN
 
 METHODS = ("l2rw", "mwn", "bilevel", "soseleto")
 BASELINES = ("none", "proportion", "resample")
@@ -70,7 +70,7 @@ SCENARIOS = ("4v9", "digits20")
 
 def winnow(*args: str, threads: int) -> None:
     """Run one CLI command; raise with its stderr if it fails."""
-    cmd = [sys.executable, "-m", "pipeline.cli", *args, "--threads", str(threads), "-q"]
+    cmd = [sys.executable, "-m", "winnow.pipeline.cli", *args, "--threads", str(threads), "-q"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"winnow {' '.join(args)} failed:\n{proc.stderr}")

@@ -2,7 +2,7 @@
 
 Batch: 100 noisy training examples + 100 trusted examples. Models: a small CNN with BatchNorm on
 3x32x32 inputs (16-32-64 channels, max-pool after every block), winnow's own ``small_cnn`` backbone
-(``models.small.SmallCNN``: 32-64-128 channels, one max-pool; what ``--trainable full`` trains) and
+(``winnow.models.small.SmallCNN``: 32-64-128 channels, one max-pool; what ``--trainable full`` trains) and
 an MLP (64 -> 256 -> 10). Also times the reference implementations (double
 backward through a look-ahead copy of the model, as the L2RW and Meta-Weight-Net code does).
 
@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from models.meta_weight_net import MetaWeightNet
-from models.small import SmallCNN as WinnowSmallCNN
-from stages.weight.bilevel import bilevel_step
-from stages.weight.l2rw import l2rw_step
-from stages.weight.mwn import mwn_step
-from stages.weight.soseleto import soseleto_step
+from winnow.models.meta_weight_net import MetaWeightNet
+from winnow.models.small import SmallCNN as WinnowSmallCNN
+from winnow.stages.weight.bilevel import bilevel_step
+from winnow.stages.weight.l2rw import l2rw_step
+from winnow.stages.weight.mwn import mwn_step
+from winnow.stages.weight.soseleto import soseleto_step
 
 
 class SmallCNN(nn.Module):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.artifacts import read_table
+from winnow.pipeline.artifacts import read_table
 
 ATOL = 1e-5
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
 from tests.beam.compare import compare_stage
+from winnow.pipeline.cli import main
 
 STAGES = {
     "ingest": ["ingest", "digits", "--max-rows", "600", "--inject-noise", "uniform:0.4", "--trusted-per-class", "10"],

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.artifacts import write_table
-from pipeline.beam.export import export_on_beam
-from pipeline.beam.options import pipeline_options
-from stages.export import ExportParams, export
 from tests.export.conftest import make_run
+from winnow.pipeline.artifacts import write_table
+from winnow.pipeline.beam.export import export_on_beam
+from winnow.pipeline.beam.options import pipeline_options
+from winnow.stages.export import ExportParams, export
 
 IN_PROCESS = ("direct_running_mode=in_memory", "direct_num_workers=1")
 NAMES = ("curated.parquet", "train.parquet", "flags.parquet")

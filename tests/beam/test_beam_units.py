@@ -18,18 +18,18 @@ from apache_beam.testing.util import assert_that, equal_to
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.beam.embed import local_batch_sizes
-from pipeline.beam.options import parse_beam_options, pipeline_options, winnow_options
-from pipeline.cli import main
-from stages.select.core import select
-from stages.select.params import SelectParams
+from winnow.pipeline.beam.embed import local_batch_sizes
+from winnow.pipeline.beam.options import parse_beam_options, pipeline_options, winnow_options
+from winnow.pipeline.cli import main
+from winnow.stages.select.core import select
+from winnow.stages.select.params import SelectParams
 
 IN_PROCESS = ("direct_running_mode=in_memory", "direct_num_workers=1")
 
 
 def test_options_default_to_offline_multiprocess_direct_runner():
     opts = parse_beam_options([])
-    assert opts["runner"] == "pipeline.beam.local_runner.LocalRunner"
+    assert opts["runner"] == "winnow.pipeline.beam.local_runner.LocalRunner"
     assert opts["direct_running_mode"] == "multi_processing" and opts["direct_num_workers"] == "2"
     view = pipeline_options(["--direct-num-workers=3"]).get_all_options()
     assert view["direct_num_workers"] == 3 and view["direct_running_mode"] == "multi_processing"
@@ -99,7 +99,7 @@ def test_bad_beam_option_is_an_input_error(tmp_path: Path):
 
 @pytest.mark.parametrize("method,budget", [("facility-location", 0.15), ("facility-location", 7.0), ("set-cover", 0.0)])
 def test_select_on_beam_equals_the_core(method: str, budget: float, tmp_path: Path):
-    from pipeline.beam.select import select_on_beam
+    from winnow.pipeline.beam.select import select_on_beam
 
     rng = np.random.default_rng(3)
     n = 240
@@ -129,8 +129,8 @@ def _png(value: int) -> bytes:
 
 
 def test_ingest_of_a_parquet_manifest_reads_and_decodes_on_the_workers(tmp_path: Path):
-    from pipeline.beam.ingest import beam_validator
-    from stages.ingest import IngestParams, ingest
+    from winnow.pipeline.beam.ingest import beam_validator
+    from winnow.stages.ingest import IngestParams, ingest
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(_png(9))
@@ -171,10 +171,10 @@ def test_config_executor_and_beam_options_reach_the_stage(tmp_path: Path):
 def test_backbone_handler_matches_the_local_forward_pass_bitwise():
     import torch
 
-    from models.registry import build_model
-    from pipeline.beam.embed import BackboneHandler
-    from stages.embed.backbone import Backbone
-    from stages.embed.data import ImageTransform
+    from winnow.models.registry import build_model
+    from winnow.pipeline.beam.embed import BackboneHandler
+    from winnow.stages.embed.backbone import Backbone
+    from winnow.stages.embed.data import ImageTransform
 
     torch.manual_seed(0)
     net = build_model("small_cnn", 5, in_channels=1, input_size=8).eval()
@@ -195,8 +195,8 @@ def test_backbone_handler_matches_the_local_forward_pass_bitwise():
 
 
 def test_ingest_on_the_workers_reads_a_hugging_face_image_struct(tmp_path: Path):
-    from pipeline.beam.ingest import beam_validator
-    from stages.ingest import IngestParams, ingest
+    from winnow.pipeline.beam.ingest import beam_validator
+    from winnow.stages.ingest import IngestParams, ingest
 
     (tmp_path / "on_disk.png").write_bytes(_png(7))
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

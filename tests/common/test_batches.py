@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stages.common.batches import batch_bounds
+from winnow.stages.common.batches import batch_bounds
 
 
 def test_a_one_row_remainder_joins_the_last_batch():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.images import ImageError, decode_batch, encode_png
+from winnow.stages.common.images import ImageError, decode_batch, encode_png
 
 
 def test_decode_batch_names_the_bad_row():

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stages.common import progress
+from winnow.stages.common import progress
 
 
 @pytest.fixture

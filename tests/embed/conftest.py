@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.common.images import encode_png
+from winnow.stages.common.images import encode_png
 
 
 @pytest.fixture(autouse=True)

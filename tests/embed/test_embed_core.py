@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages.common.checkpoint import MemoryCheckpoints
-from stages.embed import EmbedParams, run_embed
-from stages.embed.core import NAN_ERROR
 from tests.embed.conftest import make_manifest
+from winnow.stages.common.checkpoint import MemoryCheckpoints
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.embed.core import NAN_ERROR
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(folds=2, head_iters=10, num_workers=0)
@@ -134,7 +134,7 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys, torch
     sys.path[:0] = [{root!r}, {tests!r}]
     from conftest import make_manifest
-    from stages.embed import EmbedParams, run_embed
+    from winnow.stages.embed import EmbedParams, run_embed
     torch.set_num_threads(1)
 
     class DiskStore:  # atomic like the pipeline's: write a temp file, then rename
@@ -237,7 +237,7 @@ def test_no_finite_labelled_embedding_says_why():
 
 
 def _crossfit_with_nan_rows(monkeypatch, rows):
-    from stages.embed import core
+    from winnow.stages.embed import core
 
     real = core.crossfit
 
@@ -250,7 +250,7 @@ def _crossfit_with_nan_rows(monkeypatch, rows):
 
 
 def test_nan_probs_give_the_row_an_error_not_zeros(monkeypatch):
-    from stages.embed.core import HEAD_ERROR
+    from winnow.stages.embed.core import HEAD_ERROR
 
     manifest = make_manifest(12)
     feats = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.embed import EmbedParams, run_embed
-from stages.embed.crossfit import assign_folds, crossfit, fit_head, standardise
 from tests.embed.conftest import make_manifest
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.embed.crossfit import assign_folds, crossfit, fit_head, standardise
 
 
 def _blobs(n=120, d=6, c=3, seed=0):
@@ -115,7 +115,7 @@ def test_mlp_last_input_of_every_row_comes_from_one_network():
 
 
 def test_mlp_gradient_embedding_does_not_cluster_by_fold():
-    from stages.embed.gradembed import gradient_embedding
+    from winnow.stages.embed.gradembed import gradient_embedding
 
     x, y = _blobs(300, d=8)
     fit = np.ones(len(y), bool)

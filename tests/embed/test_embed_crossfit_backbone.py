@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.common.checkpoint import MemoryCheckpoints
-from stages.embed import EmbedParams, run_embed
-from stages.embed import warmup as warmup_mod
 from tests.embed.conftest import make_manifest
+from winnow.stages.common.checkpoint import MemoryCheckpoints
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.embed import warmup as warmup_mod
 
 FAST = dict(folds=2, head_iters=10, num_workers=0, warmup=2, warmup_batch_size=8)
 N = 30

@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.steps import features_table
-from stages.common.arrow import vectors_from_arrow, with_metadata
-from stages.embed import EmbedParams, run_embed
 from tests.embed.conftest import make_manifest
+from winnow.pipeline.steps import features_table
+from winnow.stages.common.arrow import vectors_from_arrow, with_metadata
+from winnow.stages.embed import EmbedParams, run_embed
 
 PARAMS = EmbedParams(model="features", folds=2, head_iters=5)
 

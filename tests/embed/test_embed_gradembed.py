@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.embed.gradembed import gradient_embedding, random_projection
+from winnow.stages.embed.gradembed import gradient_embedding, random_projection
 
 
 def _case(n=7, c=4, h=5, seed=0):

@@ -10,11 +10,11 @@ import torch
 import torchvision
 from torch import nn
 
-from models.registry import build_classifier, features_and_logits, get_spec
-from stages.common.images import image_to_array, open_image
-from stages.embed import EmbedParams, run_embed
 from tests.embed.conftest import make_manifest
 from tests.embed.tiny import TinyEmbedder
+from winnow.models.registry import build_classifier, features_and_logits, get_spec
+from winnow.stages.common.images import image_to_array, open_image
+from winnow.stages.embed import EmbedParams, run_embed
 
 FAST = dict(folds=2, head_iters=5, num_workers=0, warmup=0)
 

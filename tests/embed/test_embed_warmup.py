@@ -7,9 +7,9 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from stages.embed import EmbedParams, run_embed
-from stages.embed.warmup import augment_batch
 from tests.embed.conftest import make_manifest
+from winnow.stages.embed import EmbedParams, run_embed
+from winnow.stages.embed.warmup import augment_batch
 
 
 def test_augment_batch_is_a_seeded_pad_and_crop_plus_flip():

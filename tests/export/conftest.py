@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.common.arrow import vectors_to_arrow, with_metadata
+from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.common.arrow import class_names
-from stages.common.schema import META_PARAMS, NOISE_COLUMNS
-from stages.export import ExportParams, evaluate_flags, export
+from winnow.stages.common.arrow import class_names
+from winnow.stages.common.schema import META_PARAMS, NOISE_COLUMNS
+from winnow.stages.export import ExportParams, evaluate_flags, export
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 
@@ -63,7 +63,7 @@ def test_calibration_known_answer(make):
     probs = np.where(labels[:, None] == np.arange(c), 0.9, 0.1)
     bad = np.arange(0, 60, 2)
     probs[bad] = [0.05, 0.95]
-    from stages.common.arrow import vectors_to_arrow
+    from winnow.stages.common.arrow import vectors_to_arrow
 
     ids = pa.array([str(i) for i in range(n)])
     man = pa.table({"id": ids, "label": pa.array(labels, pa.int32()), "split": ["train"] * n})
@@ -81,7 +81,7 @@ def test_calibration_known_answer(make):
 
 
 def test_auto_calibration_follows_the_posterior_reliability():
-    from stages.export.core import _auto_calibration
+    from winnow.stages.export.core import _auto_calibration
 
     labels = np.repeat(np.arange(4), 10)
     good = np.eye(4)[labels] * 0.7 + 0.075

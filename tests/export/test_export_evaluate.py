@@ -3,9 +3,9 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from stages.common.arrow import with_metadata
-from stages.export.calibrate import mixture_noise_rate, threshold_max_expected_f1_mixture
-from stages.export.evaluate import auroc, evaluate_flags
+from winnow.stages.common.arrow import with_metadata
+from winnow.stages.export.calibrate import mixture_noise_rate, threshold_max_expected_f1_mixture
+from winnow.stages.export.evaluate import auroc, evaluate_flags
 
 
 def _curated():

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from stages.export.calibrate import (
+from winnow.stages.export.calibrate import (
     confident_joint,
     estimated_noisy_per_class,
     threshold_for_count,
     threshold_max_expected_f1,
 )
-from stages.export.evaluate import auroc
-from stages.export.scores import (
+from winnow.stages.export.evaluate import auroc
+from winnow.stages.export.scores import (
     choose_knn_weight,
     meta_signal,
     noise_scores,
@@ -57,7 +57,7 @@ def test_knn_votes_skip_nan_rows_and_non_queries():
 
 
 def test_scores_in_range_and_noisy_rows_rank_first(run):
-    from stages.common.arrow import vectors_from_arrow
+    from winnow.stages.common.arrow import vectors_from_arrow
 
     f = run["features"]
     sc = noise_scores(labels=run["given"], probs=vectors_from_arrow(f["probs"]),

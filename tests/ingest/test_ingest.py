@@ -10,11 +10,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from stages.common import schema
-from stages.common.arrow import class_names, vectors_from_arrow
-from stages.ingest import IngestError, IngestParams, ingest
-from stages.ingest.noise import imbalance_keep, inject_noise, parse_noise
 from tests.conftest import png_bytes
+from winnow.stages.common import schema
+from winnow.stages.common.arrow import class_names, vectors_from_arrow
+from winnow.stages.ingest import IngestError, IngestParams, ingest
+from winnow.stages.ingest.noise import imbalance_keep, inject_noise, parse_noise
 
 
 def _split(m: pa.Table) -> np.ndarray:
@@ -328,7 +328,7 @@ def test_bad_options_name_the_option(options: dict, message: str):
 
 
 def test_referenced_image_files_resolve_as_ingest_does(tmp_path: Path):
-    from stages.ingest.sources import referenced_image_files
+    from winnow.stages.ingest.sources import referenced_image_files
 
     (tmp_path / "m.tsv").write_text("uri\tlabel\nimgs/a.png\tcat\n\tdog\n")
     assert referenced_image_files(tmp_path / "m.tsv") == [(tmp_path / "imgs" / "a.png").resolve()]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main, plan_from_config
+from winnow.pipeline.cli import main, plan_from_config
 
 COMMANDS = ["ingest", "embed", "select", "weight", "export", "train", "evaluate", "report", "inspect", "run", "demo"]
 
@@ -98,7 +98,7 @@ def test_a_run_dir_that_cannot_be_created_is_an_error(tmp_path: Path):
 def test_changing_an_image_a_manifest_names_reruns_ingest(tmp_path: Path):
     import numpy as np
 
-    from stages.common.images import encode_png
+    from winnow.stages.common.images import encode_png
 
     rows = []
     for i in range(12):
@@ -116,7 +116,7 @@ def test_changing_an_image_a_manifest_names_reruns_ingest(tmp_path: Path):
 def test_every_stage_option_is_settable_in_the_config():
     import dataclasses
 
-    from pipeline.steps import STEPS
+    from winnow.pipeline.steps import STEPS
 
     for name, step in STEPS.items():
         values = {f.name: getattr(step.params_cls(), f.name) for f in dataclasses.fields(step.params_cls)}
@@ -133,7 +133,7 @@ def test_weight_trainable_full_through_the_cli(tmp_path: Path):
     import pyarrow.parquet as pq
     from sklearn.datasets import load_digits
 
-    from stages.common.images import encode_png
+    from winnow.stages.common.images import encode_png
 
     digits = load_digits()
     images = [encode_png((img * 16).clip(0, 255).astype(np.uint8)) for img in digits.images[:300]]
@@ -161,7 +161,7 @@ def test_threads_apply_during_the_stage_and_are_restored(tmp_path: Path, monkeyp
     import faiss
     import torch
 
-    import pipeline.cli as cli
+    import winnow.pipeline.cli as cli
 
     seen = []
     real_run_stage = cli.run_stage
@@ -190,7 +190,7 @@ def test_threads_apply_during_the_stage_and_are_restored(tmp_path: Path, monkeyp
 
 
 def test_the_example_config_is_valid():
-    from pipeline.config import load_config
+    from winnow.pipeline.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "pipeline.toml")
     assert [s.name for s, _ in plan_from_config(cfg)][:2] == ["ingest", "embed"]

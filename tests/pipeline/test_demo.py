@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from winnow.pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,11 @@ def test_evaluate_compares_export_policies(mlp_run):
     """--policies trains `winnow train`'s model on train.parquet as each policy would write it."""
     from dataclasses import replace
 
-    from pipeline.rundir import RunDir
-    from pipeline.steps import export_result, test_table, with_feature_column
-    from stages.export.params import ExportParams
-    from stages.train.core import train_model
-    from stages.train.params import TrainParams
+    from winnow.pipeline.rundir import RunDir
+    from winnow.pipeline.steps import export_result, test_table, with_feature_column
+    from winnow.stages.export.params import ExportParams
+    from winnow.stages.train.core import train_model
+    from winnow.stages.train.params import TrainParams
 
     run, args, _ = mlp_run
     before = (run / "evaluate" / "evaluation.json").read_text()

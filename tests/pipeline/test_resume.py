@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.rundir import KILL_AFTER_SAVES_ENV
+from winnow.pipeline.cli import main
+from winnow.pipeline.rundir import KILL_AFTER_SAVES_ENV
 
 
 def _winnow(args: list[str]) -> None:
@@ -33,7 +33,7 @@ def _record(run: Path, stage: str) -> dict:
 def _killed(args: list[str], after_saves: int) -> None:
     """Run `winnow ARGS` in a subprocess that SIGKILLs itself after `after_saves` checkpoints."""
     env = {**os.environ, KILL_AFTER_SAVES_ENV: str(after_saves), "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "winnow.pipeline.cli", *args, "-q"], env=env, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {proc.returncode}: {proc.stderr[-2000:]}"
 
 

@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.artifacts import read_table, read_vectors, write_table
-from pipeline.rundir import DiskCheckpoints, RunDir
-from pipeline.runner import run_stage
-from stages.common.arrow import vectors_to_arrow
+from winnow.pipeline.artifacts import read_table, read_vectors, write_table
+from winnow.pipeline.rundir import DiskCheckpoints, RunDir
+from winnow.pipeline.runner import run_stage
+from winnow.stages.common.arrow import vectors_to_arrow
 
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipeline.rundir import RunDir
+    from winnow.pipeline.rundir import RunDir
     run = RunDir(sys.argv[1])
     with run.commit("stage", {"params": {"v": 2}}) as out:
         (out / "small.txt").write_text("new")
@@ -156,7 +156,7 @@ def test_vectors_read_without_copy(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(1000, 16)).astype(np.float32)
     write_table(pa.table({"id": [str(i) for i in range(1000)], "v": vectors_to_arrow(x)}), tmp_path / "t.parquet")
     table = read_table(tmp_path / "t.parquet", columns=["v"])
-    from stages.common.arrow import vectors_from_arrow
+    from winnow.stages.common.arrow import vectors_from_arrow
 
     v = vectors_from_arrow(table["v"])
     # The array is a view of Arrow's values buffer (the global allocation counter this test used

@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from pipeline.cli import main
-from stages.common.images import encode_png
 from tests.conftest import png_bytes
+from winnow.pipeline.cli import main
+from winnow.stages.common.images import encode_png
 
 N = 12
 IDS = [f"x{i}" for i in range(N)]
@@ -255,7 +255,7 @@ def test_image_size_resizes_an_odd_image_instead(tmp_path: Path):
     16x16 row is usable rather than an error."""
     from PIL import Image
 
-    from stages.common.images import open_image
+    from winnow.stages.common.images import open_image
 
     source = _parquet(tmp_path, image=_with(_images(), r5=png_bytes(3, size=16)))
     run = tmp_path / "run"

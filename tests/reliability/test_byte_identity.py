@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability.kill_matrix import ROOT, env, leftovers
-from pipeline.rundir import json_digest
-from pipeline.steps import untimed
+from winnow.pipeline.rundir import json_digest
+from winnow.pipeline.steps import untimed
 
 
 def _demo(run: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--run-dir", str(run), "--threads", "1",
+    proc = subprocess.run([sys.executable, "-m", "winnow.pipeline.cli", "demo", "--run-dir", str(run), "--threads", "1",
                            "--device", "cpu", "--json"], cwd=ROOT, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability import kill_matrix as km
-from pipeline.rundir import KILL_AFTER_SAVES_ENV
-from pipeline.steps import code_digest
+from winnow.pipeline.rundir import KILL_AFTER_SAVES_ENV
+from winnow.pipeline.steps import code_digest
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models.backbones import load_model_file
-from pipeline.cli import main
 from tests.conftest import png_bytes
 from tests.embed.tiny import TinyEmbedder
+from winnow.models.backbones import load_model_file
+from winnow.pipeline.cli import main
 
 
 class _Payload:
@@ -242,7 +242,7 @@ def _manifest(data: Path, outside: Path, kind: str = "csv") -> Path:
 
 
 def _ingest(source: Path, **options: object):
-    from stages.ingest import IngestParams, ingest
+    from winnow.stages.ingest import IngestParams, ingest
 
     return ingest(IngestParams(source=str(source), trusted_per_class=1, **options), seed=0).manifest
 
@@ -297,7 +297,7 @@ def test_allow_any_path_and_data_root_let_the_paths_through(tmp_path: Path):
 
 
 def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path: Path):
-    from stages.ingest import IngestError
+    from winnow.stages.ingest import IngestError
 
     data, outside = _layout(tmp_path)
     with pytest.raises(IngestError, match=r"--data-root .*nowhere: not a folder"):
@@ -331,7 +331,7 @@ def test_image_folder_symlink_to_a_file_outside_is_a_row_error(tmp_path: Path):
 
 
 def test_image_folder_class_folder_linked_outside_is_refused_naming_it(tmp_path: Path):
-    from stages.ingest import IngestError
+    from winnow.stages.ingest import IngestError
 
     photos, outside = _photos(tmp_path)
     (photos / "eel").symlink_to(outside, target_is_directory=True)
@@ -341,7 +341,7 @@ def test_image_folder_class_folder_linked_outside_is_refused_naming_it(tmp_path:
 
 
 def test_the_cache_fingerprint_never_stats_a_file_outside_the_root(tmp_path: Path, monkeypatch):
-    from pipeline.steps import source_digest
+    from winnow.pipeline.steps import source_digest
 
     data, outside = _layout(tmp_path)
     source = str(_manifest(data, outside))
@@ -365,9 +365,9 @@ def test_the_cache_fingerprint_never_stats_a_file_outside_the_root(tmp_path: Pat
 
 
 def test_beam_ingest_of_a_manifest_with_escapes_equals_local(tmp_path: Path):
-    from pipeline.beam.ingest import beam_validator
-    from pipeline.beam.options import pipeline_options
-    from stages.ingest import IngestParams, ingest
+    from winnow.pipeline.beam.ingest import beam_validator
+    from winnow.pipeline.beam.options import pipeline_options
+    from winnow.stages.ingest import IngestParams, ingest
 
     data, outside = _layout(tmp_path)
     source = _manifest(data, outside, "parquet")
@@ -380,8 +380,8 @@ def test_beam_ingest_of_a_manifest_with_escapes_equals_local(tmp_path: Path):
 
 
 def test_cli_and_config_take_data_root_and_allow_any_path(tmp_path: Path):
-    from pipeline.config import build_params
-    from stages.ingest import IngestParams
+    from winnow.pipeline.config import build_params
+    from winnow.stages.ingest import IngestParams
 
     data, outside = _layout(tmp_path)
     source = _manifest(data, outside)
@@ -405,7 +405,7 @@ def test_an_eps_image_is_never_handed_to_ghostscript(tmp_path: Path, monkeypatch
     """PIL renders EPS (PostScript, a language) with the Ghostscript program; winnow never asks it to."""
     from PIL import EpsImagePlugin, Image
 
-    from stages.common.images import ImageError, open_image
+    from winnow.stages.common.images import ImageError, open_image
 
     marker = tmp_path / "ghostscript-ran"
 

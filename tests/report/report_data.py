@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 from sklearn.datasets import load_digits
 
-from stages.common.arrow import with_metadata
-from stages.common.images import encode_png
+from winnow.stages.common.arrow import with_metadata
+from winnow.stages.common.images import encode_png
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_ID = "row\"7'<b>&"

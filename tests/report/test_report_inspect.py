@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.report import top_flagged
 from tests.report.report_data import EVIL_CLASS
+from winnow.stages.report import top_flagged
 
 
 def test_sorted_by_descending_score_and_only_flagged_usable_rows(curated):
@@ -62,9 +62,9 @@ def test_cli_prints_user_strings_literally_and_json_without_nan(tmp_path, monkey
     import pyarrow.compute as pc
     from click.testing import CliRunner
 
-    import pipeline.steps as steps
-    from pipeline.cli import main
+    import winnow.pipeline.steps as steps
     from tests.report.report_data import make_curated
+    from winnow.pipeline.cli import main
 
     table = make_curated(classes=["[/x]", "[b]2[/]", "two", "3"])
     weight = table.column("weight").to_numpy().copy()

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from stages.report import render_report
-from stages.report.inspect import flagged_indices
 from tests.report.report_data import EVIL_CLASS, EVIL_ID, make_curated
+from winnow.stages.report import render_report
+from winnow.stages.report.inspect import flagged_indices
 
 SECTIONS = ("summary", "classes", "confusion", "weights", "flagged", "coreset", "errors")
 CHROMIUM = "/usr/bin/chromium"
@@ -156,7 +156,7 @@ def test_summary_says_whether_the_meta_weights_were_used(curated):
 def test_meta_weight_net_curve_is_labelled_as_such_and_rounds_still_shown(curated, monkeypatch):
     """The loss -> weight curve was drawn with the per-round axes ("round", "mean weight"), and the
     per-round curves disappeared whenever it was present (found in review)."""
-    from stages.report import plots
+    from winnow.stages.report import plots
 
     calls = []
     real = plots.curve_plot

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stages.select import SelectParams, reselect, select, split_budget
-from stages.select.craig import assign_to_medoids, craig_weights
-from stages.select.knn import normalize
+from winnow.stages.select import SelectParams, reselect, select, split_budget
+from winnow.stages.select.craig import assign_to_medoids, craig_weights
+from winnow.stages.select.knn import normalize
 
 
 def blobs(n=600, d=16, classes=3, seed=0):
@@ -227,7 +227,7 @@ def test_tiny_classes_and_bad_device():
 
 @pytest.mark.gpu
 def test_gpu_faiss_gives_the_cpu_selection():
-    from stages.select.knn import faiss_gpu_available
+    from winnow.stages.select.knn import faiss_gpu_available
 
     if not faiss_gpu_available():
         pytest.skip("this FAISS build has no GPU support (install faiss-gpu on a CUDA machine)")

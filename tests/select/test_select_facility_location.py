@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from stages.select.facility_location import facility_location_greedy, graph_coverage, graph_objective
-from stages.select.knn import IndexSpec, knn_graph, normalize
+from winnow.stages.select.facility_location import facility_location_greedy, graph_coverage, graph_objective
+from winnow.stages.select.knn import IndexSpec, knn_graph, normalize
 
 
 def naive_greedy(sim: np.ndarray, budget: int) -> tuple[list[int], list[float]]:

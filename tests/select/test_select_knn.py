@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.select.knn import (
+from winnow.stages.select.knn import (
     IndexSpec,
     graph_from_neighbors,
     knn_graph,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.select.knn import IndexSpec, knn_search, normalize, range_search
-from stages.select.set_cover import MIN_RADIUS, ball_weights, default_radius, greedy_set_cover
+from winnow.stages.select.knn import IndexSpec, knn_search, normalize, range_search
+from winnow.stages.select.set_cover import MIN_RADIUS, ball_weights, default_radius, greedy_set_cover
 
 
 def naive_set_cover(weights: np.ndarray, budget: int) -> tuple[list[int], list[float]]:

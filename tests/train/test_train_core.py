@@ -11,10 +11,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from stages.common.arrow import vectors_to_arrow, with_metadata
-from stages.common.images import encode_png
-from stages.train import TrainParams, train_model
-from stages.train.models import MLP
+from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
+from winnow.stages.common.images import encode_png
+from winnow.stages.train import TrainParams, train_model
+from winnow.stages.train.models import MLP
 
 FAST = dict(epochs=8, batch_size=64, lr=0.05)
 
@@ -142,7 +142,7 @@ def test_model_factory_is_used_and_inputs_are_checked():
 
 def test_every_row_is_trained_on_each_epoch_even_a_one_row_remainder(monkeypatch):
     """65 = 64 + 1 rows: the remainder joins the last batch instead of being skipped."""
-    import stages.train.core as core
+    import winnow.stages.train.core as core
 
     x, y = _blobs(65, seed=0)
     sizes = []
@@ -159,7 +159,7 @@ def test_every_row_is_trained_on_each_epoch_even_a_one_row_remainder(monkeypatch
 
 
 def test_augment_crops_and_flips_without_changing_content():
-    from stages.train.core import _augment
+    from winnow.stages.train.core import _augment
 
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5) + 1
     out = _augment(x, torch.Generator().manual_seed(0))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stages.common.arrow import vectors_to_arrow, with_metadata
-from stages.common.images import encode_png
-from stages.train import ManifestDataset, weighted_loss, weighted_sampler
+from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
+from winnow.stages.common.images import encode_png
+from winnow.stages.train import ManifestDataset, weighted_loss, weighted_sampler
 
 
 def _images(n: int, *, channels: int = 1, seed: int = 0) -> np.ndarray:

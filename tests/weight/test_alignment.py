@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.weight.alignment import mean_loss_gradient, per_example_alignment
-from stages.weight.l2rw import l2rw_step
 from tests.weight.tiny import make_case
+from winnow.stages.weight.alignment import mean_loss_gradient, per_example_alignment
+from winnow.stages.weight.l2rw import l2rw_step
 
 
 def explicit_grads(model, x, y, buffers=None):
@@ -109,7 +109,7 @@ def test_mean_loss_gradient_same_for_own_and_copied_parameters(kind):
 
 
 def test_ties_weights_finds_tensors_held_by_two_modules():
-    from stages.weight.alignment import ties_weights
+    from winnow.stages.weight.alignment import ties_weights
 
     shared = torch.nn.Linear(3, 3)
     assert ties_weights(TiedMLP())

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.common.checkpoint import MemoryCheckpoints
-from stages.weight.core import run_weight
-from stages.weight.params import METHODS, WeightParams
 from tests.weight.tiny import TinyCNN
+from winnow.stages.common.checkpoint import MemoryCheckpoints
+from winnow.stages.weight.core import run_weight
+from winnow.stages.weight.params import METHODS, WeightParams
 
 
 def blobs(n=120, m=30, d=6, c=3, noise=0.3, seed=0):

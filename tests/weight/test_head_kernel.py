@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.heads import LinearHead, MLPHead
-from models.meta_weight_net import MetaWeightNet
-from stages.weight import head_kernel
-from stages.weight.alignment import mean_loss_gradient, per_example_alignment
-from stages.weight.bilevel import bilevel_step
-from stages.weight.l2rw import l2rw_step
-from stages.weight.mwn import mwn_step
-from stages.weight.soseleto import soseleto_step
+from winnow.models.heads import LinearHead, MLPHead
+from winnow.models.meta_weight_net import MetaWeightNet
+from winnow.stages.weight import head_kernel
+from winnow.stages.weight.alignment import mean_loss_gradient, per_example_alignment
+from winnow.stages.weight.bilevel import bilevel_step
+from winnow.stages.weight.l2rw import l2rw_step
+from winnow.stages.weight.mwn import mwn_step
+from winnow.stages.weight.soseleto import soseleto_step
 
 
 class GeneralLinear(LinearHead):
@@ -135,7 +135,7 @@ def test_head_step_equals_general_step(kind, method):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_meta_weight_net_gradient_by_hand_equals_autograd(seed):
-    from stages.weight.mwn import mwn_weights, normalised_weight_gradient
+    from winnow.stages.weight.mwn import mwn_weights, normalised_weight_gradient
 
     torch.manual_seed(seed)
     vnet = MetaWeightNet(12).double()

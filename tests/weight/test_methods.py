@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from models.meta_weight_net import MetaWeightNet
-from stages.weight.alignment import per_example_losses, scratch_buffers
-from stages.weight.bilevel import bilevel_omega, bilevel_step, group_gradients, stratified_groups
-from stages.weight.l2rw import l2rw_weights
-from stages.weight.mwn import mwn_meta_gradient, mwn_weights
-from stages.weight.soseleto import soseleto_step, soseleto_update
 from tests.weight.tiny import make_case
+from winnow.models.meta_weight_net import MetaWeightNet
+from winnow.stages.weight.alignment import per_example_losses, scratch_buffers
+from winnow.stages.weight.bilevel import bilevel_omega, bilevel_step, group_gradients, stratified_groups
+from winnow.stages.weight.l2rw import l2rw_weights
+from winnow.stages.weight.mwn import mwn_meta_gradient, mwn_weights
+from winnow.stages.weight.soseleto import soseleto_step, soseleto_update
 
 KINDS = ["cnn", "mlp"]
 
@@ -37,7 +37,7 @@ def test_l2rw_weights_equal_double_backward_reference(kind):
     ref = torch.clamp(-grad_eps, min=0)
     ref = ref / ref.sum()
 
-    from stages.weight.alignment import mean_loss_gradient, per_example_alignment
+    from winnow.stages.weight.alignment import mean_loss_gradient, per_example_alignment
     v, _ = mean_loss_gradient(model, params, tx, ty)
     _, d = per_example_alignment(model, x, y, v)
     w = l2rw_weights(d, lr=lr)

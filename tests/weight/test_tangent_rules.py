@@ -8,7 +8,7 @@ import torch.autograd.forward_ad as fwad
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from stages.weight.tangent_rules import fast_tangents
+from winnow.stages.weight.tangent_rules import fast_tangents
 
 
 def run(fn, inputs, tangents, fast):

@@ -13,8 +13,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from stages.weight.core import condition_head_inputs, run_weight
-from stages.weight.params import WeightParams
+from winnow.stages.weight.core import condition_head_inputs, run_weight
+from winnow.stages.weight.params import WeightParams
 
 
 def noisy_digits(seed: int = 0, noise: float = 0.4, trusted_per_class: int = 10):

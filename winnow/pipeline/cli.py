@@ -1,0 +1,378 @@
+"""The ``winnow`` command line: one command per stage, plus ``run`` (a TOML config) and ``demo``.
+
+Exit codes: 0 success, 1 bad input (the message says what and how to fix it), 2 bad usage.
+Human-readable output goes to stderr; ``--json`` prints a machine-readable summary on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow as pa
+from rich.console import Console
+from rich.markup import escape
+
+from winnow.pipeline import steps as steps_mod
+from winnow.pipeline.beam import BEAM_STAGES, beam_adapter
+from winnow.pipeline.config import RUN_KEYS, build_params, click_options, load_config
+from winnow.pipeline.rundir import RunDir, StageMissing
+from winnow.pipeline.runner import StageOutcome, run_stage
+from winnow.stages.common import progress
+from winnow.stages.common.params import to_dict
+
+console = Console(stderr=True)
+log = logging.getLogger("winnow")
+
+EXAMPLES = {
+    "ingest": "winnow ingest digits --run-dir runs/d --inject-noise uniform:0.4 --trusted-per-class 10",
+    "embed": "winnow embed --run-dir runs/d --model resnet18 --weights resnet18.pt",
+    "select": "winnow select --run-dir runs/d --method facility-location --budget 0.1",
+    "weight": "winnow weight --run-dir runs/d --method l2rw --rounds 2 --epochs 5",
+    "export": "winnow export --run-dir runs/d --policy weight",
+    "train": "winnow train --run-dir runs/d",
+    "evaluate": "winnow evaluate --run-dir runs/d --json",
+    "report": "winnow report --run-dir runs/d",
+}
+
+
+class InputError(click.ClickException):
+    """Bad input: exit code 1 and a message naming the problem."""
+
+    exit_code = 1
+
+
+def _common_options() -> list[click.Option]:
+    """Options every stage command takes."""
+    return [
+        click.Option(["--run-dir"], type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+                     show_default=True, help="Run directory: one folder per stage."),
+        click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed for every random choice."),
+        click.Option(["--device"], type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where torch and FAISS run: CUDA when available with auto."),
+        _threads_option(),
+        click.Option(["--force"], is_flag=True, help="Re-run even if the cached result is up to date."),
+        click.Option(["--json", "json_out"], is_flag=True, help="Print a machine-readable summary on stdout."),
+        click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors; no progress bars."),
+    ]
+
+
+THREADS_HELP = ("CPU threads for torch and FAISS in this process; 0 = torch's default (one per core). "
+                "On a busy or shared machine 1 can be several times faster. Part of the cache key of the "
+                "stages whose CPU results depend on it (stage.json's thread_dependence says how).")
+
+
+def _threads_option() -> click.Option:
+    return click.Option(["--threads"], type=click.IntRange(min=0), default=0, show_default=True,
+                        envvar="WINNOW_THREADS", show_envvar=True, help=THREADS_HELP)
+
+
+def _executor_options() -> list[click.Option]:
+    """--executor / --beam-option, for the data-parallel stages (see docs/beam.md)."""
+    return [
+        click.Option(["--executor"], type=click.Choice(["local", "beam"]), default="local", show_default=True,
+                     help="Run in this process (local) or as an Apache Beam pipeline (beam)."),
+        click.Option(["--beam-option", "beam_option"], multiple=True, metavar="KEY=VALUE",
+                     help="Beam pipeline option (repeatable), e.g. runner=FlinkRunner; default: Beam's "
+                          "local FnApiRunner (no Prism download), 2 worker processes."),
+    ]
+
+
+def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
+    # PyTorch's own forward-AD decompositions (torch._decomp) call the deprecated torch.jit.script
+    # on first use; the warning is about torch internals, not about anything a user can change.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    progress.set_enabled(not quiet and not json_out and sys.stderr.isatty())
+
+
+def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device: str, force: bool,
+            executor: str = "local", beam_options: tuple[str, ...] = (), threads: int = 0) -> StageOutcome:
+    """Run one step with the stage cache, translating known failures into :class:`InputError`."""
+    from winnow.stages.common.torch_utils import cpu_threads
+
+    try:
+        inputs = steps_mod.input_digests(run, step, params)
+        adapter = beam_adapter(step.name) if executor == "beam" else None
+        if adapter is None:  # stages without a Beam version run (and are recorded) as local
+            adapter, executor = step.adapter, "local"
+        with cpu_threads(threads) as used:
+            return run_stage(
+                run, step.name, params=to_dict(params), inputs=inputs,
+                adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
+                executor=executor, beam_options=beam_options,
+                threads=used if step.name in steps_mod.THREAD_DEPENDENCE else None,
+                thread_dependence=steps_mod.THREAD_DEPENDENCE.get(step.name, ""),
+            )
+    except StageMissing as exc:
+        raise InputError(str(exc)) from exc
+    except (ValueError, FileNotFoundError, pa.ArrowException) as exc:  # (Arrow: a file we cannot read)
+        raise InputError(f"{step.name}: {exc}") from exc
+
+
+def _report_outcome(outcome: StageOutcome, run: RunDir, quiet: bool) -> None:
+    if quiet:
+        return
+    state = "cached" if outcome.cached else f"done in {outcome.seconds:.1f}s"
+    console.print(f"[bold]{outcome.stage}[/bold] {state} -> {escape(str(run.stage_dir(outcome.stage)))}")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a weight outside the coreset, an undefined metric) as null: strict
+    JSON, which parsers such as JavaScript's ``JSON.parse`` accept."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps(_json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False))
+
+
+def _stage_command(step: steps_mod.Step) -> click.Command:
+    def callback(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, verbose: int,
+                 quiet: bool, **values: Any) -> None:
+        _setup_output(verbose, quiet, json_out)
+        executor, beam_options = values.pop("executor", "local"), tuple(values.pop("beam_option", ()))
+        try:
+            params = build_params(step.params_cls, values, where=f"winnow {step.name}")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        run = _open_run(run_dir)
+        outcome = execute(run, step, params, seed=seed, device=device, force=force,
+                          executor=executor, beam_options=beam_options, threads=threads)
+        _report_outcome(outcome, run, quiet or json_out)
+        if step.name in steps_mod.PRINTERS and not (quiet or json_out):
+            steps_mod.PRINTERS[step.name](run, console)
+        if json_out:
+            _emit_json({"stage": step.name, "cached": outcome.cached, "run_dir": str(run.root),
+                        "metrics": outcome.metrics, "outputs": outcome.record.get("outputs", {})})
+
+    command = click.Command(
+        step.name, callback=callback,
+        params=_common_options() + (_executor_options() if step.name in BEAM_STAGES else []) + click_options(step.params_cls),
+        help=f"{step.summary}\n\n\b\nExample:\n  {EXAMPLES.get(step.name, '')}", short_help=step.summary,
+    )
+    if step.name == "ingest":
+        command.params.insert(0, click.Argument(["source"], default="digits", required=False))
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="winnow-curate", prog_name="winnow")
+def main() -> None:
+    """winnow: per-example weights, noisy-label flags and coresets for a noisy training set and a
+    small trusted set, written as Parquet manifests that your own trainer consumes."""
+
+
+for _step in steps_mod.STEPS.values():
+    main.add_command(_stage_command(_step))
+
+
+@main.command("inspect")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+              show_default=True, help="Run directory.")
+@click.option("--class", "class_name", default=None, help="Only examples whose given label is this class.")
+@click.option("--top", type=int, default=20, show_default=True, help="How many examples to show.")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only noise scores at least this.")
+@click.option("--json", "json_out", is_flag=True, help="Print the rows as JSON on stdout.")
+def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: float, json_out: bool) -> None:
+    """Show the top flagged examples in the terminal.
+
+    \b
+    Example:
+      winnow inspect --run-dir runs/d --top 20
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from winnow.stages.report.inspect import top_flagged
+
+    run = _open_run(run_dir)
+    try:
+        curated = steps_mod.load_curated(run)
+        rows = top_flagged(curated, class_name=class_name, top=top, min_score=min_score)
+    except StageMissing as exc:
+        raise InputError(str(exc)) from exc
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if json_out:
+        _emit_json({"run_dir": str(run.root), "rows": rows})
+        return
+    # Ids, class names and uris are the user's: printed as text, never as Rich markup.
+    table = Table(title=f"top flagged examples in {escape(str(run.root))}")
+    headers = {"id": "id", "label_name": "given", "suggested_label_name": "suggested", "noise_score": "noise score",
+               "suggested_confidence": "confidence", "weight": "weight", "uri": "uri"}
+    columns = [c for c in headers if any(r.get(c) is not None for r in rows)] or ["id"]
+    for c in columns:
+        table.add_column(headers[c], overflow="fold", justify="right" if c in ("noise_score", "suggested_confidence",
+                                                                             "weight") else "left")
+    for r in rows:
+        table.add_row(*[Text(f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])))
+                        for c in columns])
+    Console().print(table)
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Override the config's run_dir.")
+@click.option("--force", is_flag=True, help="Re-run every stage.")
+@click.option("--threads", type=click.IntRange(min=0), default=None, envvar="WINNOW_THREADS", show_envvar=True,
+              help="Override the config's threads. " + THREADS_HELP)
+@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None, json_out: bool, verbose: int,
+            quiet: bool) -> None:
+    """Run the stages of a TOML config in order (each [stage] table sets that stage's options).
+
+    \b
+    Example:
+      winnow run pipeline.toml
+    """
+    _setup_output(verbose, quiet, json_out)
+    try:
+        cfg = load_config(config)
+        plan = plan_from_config(cfg)
+        settings = run_settings(cfg)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    run = _open_run(run_dir or Path(settings["run_dir"]))
+    outcomes = run_plan(run, plan, seed=settings["seed"], device=settings["device"],
+                        force=force or settings["force"], quiet=quiet or json_out, executor=settings["executor"],
+                        beam_options=settings["beam_option"],
+                        threads=settings["threads"] if threads is None else threads)
+    if json_out:
+        _emit_json({"run_dir": str(run.root), "stages": {
+            o.stage: {"cached": o.cached, "metrics": o.metrics, **({"skipped": o.record["skipped"]} if "skipped" in o.record else {})}
+            for o in outcomes}})
+
+
+def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's top-level keys (:data:`RUN_KEYS`), checked, with their defaults filled in."""
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"config: {key} = {cfg[key]!r}; use {want}")
+
+    out: dict[str, Any] = {"run_dir": "runs/default", "seed": 0, "device": "auto", "executor": "local",
+                           "beam_option": (), "force": False, "threads": 0}
+    for key in ("run_dir", "device"):
+        if key in cfg and not isinstance(cfg[key], str):
+            raise bad(key, "a string")
+    for key in ("seed", "threads"):
+        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0):
+            raise bad(key, "a whole number >= 0" + (" (0 = the libraries' default)" if key == "threads" else ""))
+    if "force" in cfg and not isinstance(cfg["force"], bool):
+        raise bad("force", "true or false")
+    if cfg.get("executor", "local") not in ("local", "beam"):
+        raise bad("executor", '"local" or "beam"')
+    beam_option = cfg.get("beam_option", [])
+    if isinstance(beam_option, str):
+        beam_option = [beam_option]
+    if not isinstance(beam_option, list) or not all(isinstance(o, str) for o in beam_option):
+        raise bad("beam_option", 'a list of "KEY=VALUE" strings')
+    out.update({k: cfg[k] for k in out if k in cfg}, beam_option=tuple(beam_option))
+    return out
+
+
+def _open_run(path: Path) -> RunDir:
+    """The run directory, created if needed; an unusable path is the user's error, not a traceback."""
+    try:
+        return RunDir(path)
+    except OSError as exc:
+        raise InputError(f"cannot use {path} as the run directory: {exc.strerror or exc}") from exc
+
+
+def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
+    """The steps to run, with their parameters, from a parsed TOML config."""
+    unknown = sorted(k for k in cfg if k not in RUN_KEYS and k not in steps_mod.STEPS)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) or stage(s) {unknown}; stages are {', '.join(steps_mod.STEPS)}, "
+                         f"top-level keys are {', '.join(sorted(RUN_KEYS))}")
+    names = cfg.get("stages") or [n for n in steps_mod.STEPS if n in cfg or n in steps_mod.DEFAULT_PLAN]
+    if not isinstance(names, list):
+        raise ValueError(f"config: stages = {names!r}; use a list such as [\"ingest\", \"embed\"]")
+    plan = []
+    for name in names:
+        if name not in steps_mod.STEPS:
+            raise ValueError(f"config: unknown stage {name!r} in 'stages'; stages are {', '.join(steps_mod.STEPS)}")
+        step = steps_mod.STEPS[name]
+        table = cfg.get(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"config: [{name}] must be a table of options; write [{name}] on a line of its own, "
+                             "its options (key = value) on the lines below")
+        plan.append((step, build_params(step.params_cls, table, where=f"config [{name}]")))
+    return plan
+
+
+def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
+             quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = (),
+             threads: int = 0) -> list[StageOutcome]:
+    """Run ``plan`` in order. A stage that this run's data cannot feed (:func:`steps.skip_reason`:
+    evaluate without a truth, train without images) is skipped with a line saying why; its outcome
+    then has ``record == {"skipped": reason}``."""
+    outcomes = []
+    for step, params in plan:
+        reason = steps_mod.skip_reason(run, step, params)
+        if reason is not None:
+            removed = steps_mod.discard_outdated(run, step.name)
+            if not quiet:
+                console.print(f"[bold]{step.name}[/bold] skipped: {escape(reason)}"
+                              + (" (its results from earlier inputs were removed)" if removed else ""))
+            outcomes.append(StageOutcome(step.name, False, {"skipped": reason}))
+            continue
+        outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
+                          beam_options=beam_options, threads=threads)
+        _report_outcome(outcome, run, quiet)
+        outcomes.append(outcome)
+    return outcomes
+
+
+@main.command("demo")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Run directory.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, envvar="WINNOW_THREADS",
+              show_envvar=True, help=THREADS_HELP)
+@click.option("--force", is_flag=True, help="Re-run every stage.")
+@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the final table; no progress bars.")
+def demo_cmd(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, quiet: bool) -> None:
+    """Run every stage on scikit-learn's digits with 40% label noise and 10 trusted images per class.
+
+    \b
+    Example:
+      winnow demo --run-dir runs/demo
+    """
+    _setup_output(0, quiet, json_out)
+    run = _open_run(run_dir)
+    started = time.time()
+    plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
+            for name, values in steps_mod.DEMO_CONFIG.items()]
+    run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out, threads=threads)
+    summary = steps_mod.demo_summary(run)
+    summary["seconds"] = round(time.time() - started, 1)
+    if json_out:
+        _emit_json(summary)
+    else:
+        steps_mod.print_demo(summary, console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,102 @@
+"""Options of the export stage (one field per CLI flag / TOML key)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from winnow.stages.common.params import option, validate_choices
+
+POLICIES = ("weight", "soft", "drop-flagged", "coreset", "coreset+weight")
+CALIBRATIONS = ("auto", "noise-rate", "trusted-clean", "trusted-flips")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """How export scores, flags and turns the manifest into a training manifest."""
+
+    policy: str = option(
+        "weight",
+        "What train.parquet holds: 'weight' (every usable train row with its meta weight; 0 if flagged), "
+        "'soft' (every usable train row weighted by 1 - noise_score: suspects are drawn rarely, none is "
+        "cut), 'drop-flagged' (unflagged train rows, weight 1), 'coreset' (selected rows with their "
+        "CRAIG weight) or 'coreset+weight' (selected rows, CRAIG weight x meta weight; 0 if flagged).",
+        choices=POLICIES,
+    )
+    flag_threshold: float | None = option(
+        None,
+        "noise_score at or above which a row is flagged. Unset or negative: calibrate it "
+        "(see --calibration).",
+    )
+    calibration: str = option(
+        "auto",
+        "How the flag threshold is calibrated when --flag-threshold is unset: 'auto' uses "
+        "'noise-rate' when the class posterior is reliable (out-of-sample accuracy >= 0.8 on the "
+        "trusted rows) and 'trusted-clean' otherwise; 'trusted-clean' "
+        "estimates the noise rate and the false-positive rate at every threshold from the "
+        "trusted rows' own (clean) score distribution and maximises the expected F1 (falls back "
+        "to 'noise-rate' with fewer than 10 trusted rows); 'noise-rate' flags the number of noisy "
+        "rows estimated by the confident joint of the combined class posterior; 'trusted-flips' "
+        "maximises the expected F1 on trusted rows scored with synthetic flips (see --flip-repeats).",
+        choices=CALIBRATIONS,
+    )
+    knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.")
+    knn_weight: float | None = option(
+        None,
+        "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
+        "out-of-sample probs), in [0, 1]. Unset or negative: chosen per run, the value in 0, 0.1, "
+        "..., 1 whose posterior best tells the trusted rows' labels from flips of them (see --flip-repeats).",
+    )
+    knn_smoothing: float = option(
+        1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote."
+    )
+    meta_weight: float = option(
+        0.5,
+        "Weight of the meta-weight signal (low weight, often zero) in noise_score relative "
+        "to the label signal (weight 1); 0 ignores it.",
+    )
+    meta_min_agreement: float = option(
+        0.7,
+        "Use the meta weights only if they agree with the label signal: their AUROC for the rows "
+        "the label signal alone flags must be at least this (0.5 = chance); 0 always uses them. "
+        "Below it they are left out of noise_score and of the train weights (--policy weight "
+        "and coreset+weight then weigh unflagged rows 1): weights that do not track the noise "
+        "only dilute the score and add variance to training.",
+    )
+    include_trusted: bool = option(True, "Also put the trusted rows (clean by definition) in train.parquet.")
+    trusted_weight: float = option(
+        1.0,
+        "Weight of trusted rows in train.parquet (final weights are scaled so that the median "
+        "train row has weight 1).",
+    )
+    flip_repeats: int = option(
+        0,
+        "Synthetic label flips per trusted row for --calibration trusted-flips and for choosing --knn-weight: "
+        "0 = each row flipped to every other class once (exact, no randomness); N = N seeded random flips "
+        "(for very many classes; also used when trusted rows x classes exceeds 20 million).",
+    )
+    shard_rows: int = option(
+        500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."
+    )
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"option --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+
+        if self.knn_k < 1:
+            raise bad("knn_k", ">= 1")
+        if self.flip_repeats < 0:
+            raise bad("flip_repeats", ">= 0 (0 = every other class)")
+        if self.shard_rows < 0:
+            raise bad("shard_rows", ">= 0 (0: one file)")
+        for name in ("trusted_weight", "knn_smoothing", "meta_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "a finite number >= 0")
+        if not 0 <= self.meta_min_agreement <= 1:
+            raise bad("meta_min_agreement", "in [0, 1]")
+        if self.knn_weight is not None and not self.knn_weight <= 1:  # negative (or unset): chosen per run
+            raise bad("knn_weight", "in [0, 1] (or negative to choose it per run)")
+        if self.flag_threshold is not None and math.isnan(self.flag_threshold):  # (above 1 flags nothing)
+            raise bad("flag_threshold", "a number (negative to calibrate it)")

@@ -1,0 +1,445 @@
+"""One self-contained HTML page that shows what export found: pure core of ``winnow report``.
+
+No network, no external CSS, JS or fonts: plots are matplotlib PNGs and thumbnails PNGs, both
+embedded as base64 data URIs, and the page has no script at all. Every string that comes from
+the data or the user (class names, ids, uris, errors, summary keys, the title) goes through
+``html.escape``. Sections render from whatever columns the table has, so a partial run still
+gets a report, with a note where a section has nothing to show.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from winnow.stages.common.images import ImageError, encode_png, image_to_array, open_image
+from winnow.stages.common.schema import TRAIN
+from winnow.stages.report import plots
+from winnow.stages.report.inspect import flagged_indices, known_class_names
+
+MAX_TABLE_CLASSES = 30  # beyond this, the confusion matrix is drawn as an image
+THUMB_MIN, THUMB_MAX = 64, 128  # thumbnail side in px: tiny images are enlarged, big ones shrunk
+
+CSS = """
+body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
+background:#f6f7f9;margin:0}
+main{max-width:1120px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:24px;margin:12px 0 4px}h2{font-size:18px;margin:0 0 10px;border-bottom:1px solid #e3e5e8;
+padding-bottom:6px}
+section{background:#fff;border:1px solid #e3e5e8;border-radius:8px;padding:16px 20px;margin:16px 0}
+nav a{margin-right:14px;color:#30638e;text-decoration:none}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 12px}
+.card{background:#f0f4f8;border-radius:6px;padding:8px 14px;min-width:110px}
+.card b{display:block;font-size:20px}.card span{color:#555;font-size:12px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #e3e5e8;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f0f4f8}td.l,th.l{text-align:left}
+table.confusion td{min-width:28px;text-align:center}
+.note{color:#666;font-style:italic}
+.grid{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;width:150px;background:#fafbfc;border:1px solid #e3e5e8;border-radius:6px;padding:6px;
+font-size:12px;overflow-wrap:anywhere}
+figure img{display:block;margin:0 auto 4px;image-rendering:pixelated;max-width:128px}
+.given{color:#d1495b}.sugg{color:#2a7d2e}.muted{color:#777}
+img.plot{max-width:100%;height:auto}
+.noimg{height:64px;display:flex;align-items:center;justify-content:center;color:#999;background:#eee}
+"""
+
+
+def esc(value: Any) -> str:
+    """``html.escape`` of ``str(value)``, quotes included (safe in text and attribute values)."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any) -> str:
+    """A scalar for display, escaped: floats to 4 significant digits, None as an em dash."""
+    if value is None:
+        return "&mdash;"
+    if isinstance(value, bool):
+        return esc(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return esc(f"{value:.4g}")
+    if isinstance(value, (np.floating,)):
+        return fmt(float(value))
+    return esc(value)
+
+
+def render_value(value: Any, *, depth: int = 0) -> str:
+    """Any JSON-like value (dict, list, scalar) as escaped HTML: dicts become key/value tables,
+    lists of dicts tables with one column per key, short lists of scalars comma-joined."""
+    if isinstance(value, Mapping):
+        if not value:
+            return '<span class="muted">(empty)</span>'
+        rows = "".join(
+            f'<tr><th class="l">{esc(k)}</th><td class="l">{render_value(v, depth=depth + 1)}</td></tr>'
+            for k, v in value.items()
+        )
+        return f"<table>{rows}</table>"
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, Mapping) for v in value):
+            keys = list(dict.fromkeys(k for v in value for k in v))
+            head = "".join(f"<th>{esc(k)}</th>" for k in keys)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{render_value(v.get(k), depth=depth + 1)}</td>" for k in keys) + "</tr>"
+                for v in value[:200]
+            )
+            more = f'<p class="note">{len(value) - 200} more rows not shown</p>' if len(value) > 200 else ""
+            return f"<table><tr>{head}</tr>{body}</table>{more}"
+        shown = ", ".join(render_value(v, depth=depth + 1) for v in value[:50])
+        return shown + (f" &hellip; ({len(value)} items)" if len(value) > 50 else "")
+    return fmt(value)
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img class="plot" src="{uri}" alt="{esc(alt)}">'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int = 1) -> str:
+    """A table whose first ``left`` columns are left-aligned text; every cell goes through fmt."""
+    head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{fmt(v)}</td>' for i, v in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _View:
+    """Numpy views of the curated table's columns, computed once (nulls filled, rows usable)."""
+
+    def __init__(self, curated: pa.Table) -> None:
+        self.table = curated
+        self.n = len(curated)
+        cols = curated.column_names
+        self.names = known_class_names(curated)
+        self.k = len(self.names)
+        self.usable = (
+            pc.is_null(curated.column("error")).to_numpy(zero_copy_only=False)
+            if "error" in cols else np.ones(self.n, dtype=bool)
+        )
+        split = curated.column("split").to_numpy(zero_copy_only=False) if "split" in cols else None
+        self.split = split
+        # The rows that export scores: usable training rows.
+        self.train = self.usable & (split == TRAIN if split is not None else True)
+        self.label = self._ints("label")
+        self.suggested = self._ints("suggested_label")
+        self.true_label = self._ints("true_label") if "true_label" in cols else None
+        self.flag = (
+            pc.fill_null(curated.column("noise_flag"), False).to_numpy(zero_copy_only=False).astype(bool)
+            if "noise_flag" in cols else None
+        )
+        self.score = self._floats("noise_score")
+        self.weight = self._floats("weight")
+        # Truth is known for a row when its true_label is set.
+        self.known = self.true_label >= 0 if self.true_label is not None else np.zeros(self.n, dtype=bool)
+        self.noisy = (
+            (self.true_label != self.label) & (self.true_label >= 0) if self.true_label is not None else None
+        )
+
+    def _ints(self, name: str) -> np.ndarray | None:
+        if name not in self.table.column_names:
+            return None
+        return pc.fill_null(self.table.column(name), -1).to_numpy().astype(np.int64)
+
+    def _floats(self, name: str) -> np.ndarray | None:
+        if name not in self.table.column_names:
+            return None
+        return pc.fill_null(pc.cast(self.table.column(name), pa.float64()), math.nan).to_numpy()
+
+    def per_class(self, mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """``(k,)`` count of rows in ``mask`` per given label, or the sum of ``values`` over them."""
+        sel = mask & (self.label >= 0) & (self.label < self.k)
+        w = None if values is None else np.nan_to_num(values[sel])
+        return np.bincount(self.label[sel], weights=w, minlength=self.k)[: self.k]
+
+
+def _summary_section(v: _View, summary: Mapping[str, Any]) -> str:
+    cards = [("rows", v.n), ("training rows", int(v.train.sum())), ("rows with errors", int((~v.usable).sum()))]
+    if v.flag is not None:
+        flagged = int((v.flag & v.train).sum())
+        pct = 100.0 * flagged / max(int(v.train.sum()), 1)
+        cards.append(("flagged", f"{flagged} ({pct:.1f}%)"))
+    if v.noisy is not None and (v.known & v.train).any():
+        rate = float(v.noisy[v.train & v.known].mean())
+        cards.append(("true noise rate", f"{100 * rate:.1f}%"))
+        if v.flag is not None:
+            tp = int((v.flag & v.noisy & v.train).sum())
+            cards.append(("flag precision", f"{tp / max(int((v.flag & v.train).sum()), 1):.3f}"))
+            cards.append(("flag recall", f"{tp / max(int((v.noisy & v.train).sum()), 1):.3f}"))
+    check = summary.get("meta_signal_check")
+    if isinstance(check, Mapping) and check.get("agreement_auroc") is not None:
+        verdict = "used" if check.get("used") else "left out"
+        cards.append(("meta weights in noise_score", f"{verdict} (agreement {check['agreement_auroc']:.2f})"))
+    if "selected" in v.table.column_names:
+        cards.append(("coreset size", int(pc.sum(pc.fill_null(v.table.column("selected"), False)).as_py() or 0)))
+    body = '<div class="cards">' + "".join(
+        f'<div class="card"><b>{fmt(val)}</b><span>{esc(name)}</span></div>' for name, val in cards
+    ) + "</div>"
+    body += "<h3>summary.json</h3>" + (render_value(dict(summary)) if summary else _note("empty summary"))
+    return _section("summary", "Summary", body)
+
+
+def _classes_section(v: _View) -> str:
+    if v.label is None or v.k == 0:
+        return _section("classes", "Per-class noise", _note("the table has no labels"))
+    total = v.per_class(v.train)
+    # (header, per-class values, shown as integer counts?)
+    columns: list[tuple[str, np.ndarray, bool]] = [("training rows", total, True)]
+    if v.flag is not None:
+        flagged = v.per_class(v.train & v.flag)
+        columns += [("flagged", flagged, True), ("flagged %", 100 * flagged / np.maximum(total, 1), False)]
+    if v.score is not None:
+        columns.append(("mean noise score", v.per_class(v.train, v.score) / np.maximum(total, 1), False))
+    if v.weight is not None:
+        columns.append(("mean weight", v.per_class(v.train, v.weight) / np.maximum(total, 1), False))
+    if v.noisy is not None:
+        noisy = v.per_class(v.train & v.noisy)
+        columns += [("noisy (truth)", noisy, True), ("true noise %", 100 * noisy / np.maximum(total, 1), False)]
+        if v.flag is not None:
+            tp = v.per_class(v.train & v.noisy & v.flag)
+            columns += [("flag precision", tp / np.maximum(v.per_class(v.train & v.flag), 1), False),
+                        ("flag recall", tp / np.maximum(noisy, 1), False)]
+    header = ["class"] + [h for h, _, _ in columns]
+    rows = [[v.names[c]] + [int(a[c]) if is_int else float(a[c]) for _, a, is_int in columns] for c in range(v.k)]
+    return _section("classes", "Per-class noise", _table(header, rows))
+
+
+def _confusion_section(v: _View) -> str:
+    title = "Given vs suggested labels"
+    if v.suggested is None or v.label is None or v.k == 0:
+        return _section("confusion", title, _note("no suggested labels in this table"))
+    sel = v.train & (v.label >= 0) & (v.label < v.k) & (v.suggested >= 0) & (v.suggested < v.k)
+    matrix = np.bincount(v.label[sel] * v.k + v.suggested[sel], minlength=v.k * v.k).reshape(v.k, v.k)
+    intro = _note("rows: given label; columns: suggested label; off-diagonal cells are proposed relabels")
+    if v.k > MAX_TABLE_CLASSES:
+        return _section("confusion", title, intro + _img(
+            plots.matrix_plot(matrix, xlabel="suggested label", ylabel="given label"), "confusion matrix"))
+    frac = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    head = '<tr><th class="l">given \\ suggested</th>' + "".join(f"<th>{esc(n)}</th>" for n in v.names) + "</tr>"
+    body = ""
+    for r in range(v.k):
+        cells = ""
+        for c in range(v.k):
+            # Diagonal cells in blue, relabel proposals in red; opacity follows the row fraction.
+            rgb = "48,99,142" if r == c else "209,73,91"
+            cells += f'<td style="background:rgba({rgb},{0.08 + 0.7 * frac[r, c]:.3f})">{int(matrix[r, c])}</td>' \
+                if matrix[r, c] else "<td></td>"
+        body += f'<tr><th class="l">{esc(v.names[r])}</th>{cells}</tr>'
+    return _section("confusion", title, intro + f'<table class="confusion">{head}{body}</table>')
+
+
+def _round_curves(v: _View) -> dict[str, list[float]]:
+    rounds = sorted(
+        (c for c in v.table.column_names if c.startswith("round_") and c[6:].isdigit()), key=lambda c: int(c[6:])
+    )
+    if not rounds:
+        return {}
+    values = np.stack([v._floats(c) for c in rounds], axis=1)  # (n, rounds)
+    groups = {}
+    if v.flag is not None:
+        groups.update(flagged=v.train & v.flag, unflagged=v.train & ~v.flag)
+    if v.noisy is not None:
+        groups.update({"noisy (truth)": v.train & v.noisy, "clean (truth)": v.train & v.known & ~v.noisy})
+    if not groups:
+        groups = {"all": v.train}
+    return {
+        name: np.nanmean(values[mask], axis=0).tolist()
+        for name, mask in groups.items() if mask.any() and np.isfinite(values[mask]).any()
+    }
+
+
+def _weights_section(v: _View, weight_curve: Mapping[str, Any] | None) -> str:
+    title = "Weights"
+    parts = []
+    if v.weight is not None and v.flag is not None and v.train.any():
+        sel = v.train
+        noisy = v.noisy[sel] if v.noisy is not None and v.known[sel].all() else None
+        parts.append(_img(plots.weight_histograms(
+            v.weight[sel], v.flag[sel], noisy=noisy, scores=None if v.score is None else v.score[sel]),
+            "weight histograms"))
+    else:
+        parts.append(_note("no weight or noise_flag column: nothing to plot"))
+    if weight_curve:
+        curve = dict(weight_curve)
+        x = curve.pop("x", None)
+        series = {k: s for k, s in curve.items() if isinstance(s, (list, tuple, np.ndarray))}
+        if series:  # Meta-Weight-Net's learnt loss -> weight function
+            parts.append("<h3>Weight curve</h3>" + _img(plots.curve_plot(
+                series, x=x, xlabel="per-example loss", ylabel="weight (Meta-Weight-Net)"), "weight curve"))
+    curves = _round_curves(v)
+    if curves:
+        parts.append("<h3>Mean weight per round</h3>" + _img(plots.curve_plot(curves), "mean weight per round"))
+    return _section("weights", title, "".join(parts))
+
+
+def _thumbnail(image: bytes | None, uri: str | None) -> str:
+    """An ``<img>`` with the example as a PNG data URI, or a placeholder naming why it cannot be shown."""
+    try:
+        img = open_image(image, uri)
+        img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+    except ImageError as exc:
+        return f'<div class="noimg" title="{esc(exc)}">no image</div>'
+    side = max(img.size)
+    if side < THUMB_MIN:  # enlarge tiny images (8x8 digits) with crisp pixels
+        f = math.ceil(THUMB_MIN / side)
+        img = img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST)
+    elif side > THUMB_MAX:
+        img.thumbnail((THUMB_MAX, THUMB_MAX))
+    data = base64.b64encode(encode_png(image_to_array(img))).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="example">'
+
+
+def _flagged_section(v: _View, top: int) -> str:
+    title = f"Top {top} flagged examples"
+    if v.flag is None or v.score is None:
+        return _section("flagged", title, _note("no noise_flag/noise_score columns in this table"))
+    rows = flagged_indices(v.table, top=top)
+    if len(rows) == 0:
+        return _section("flagged", title, _note("no example is flagged"))
+    t = v.table.take(pa.array(rows, type=pa.int64()))
+
+    def col(name: str) -> list[Any]:
+        return t.column(name).to_pylist() if name in t.column_names else [None] * len(t)
+
+    conf, uris = col("suggested_confidence"), col("uri")
+    figures = []
+    for i, (rid, image) in enumerate(zip(col("id"), col("image"))):
+        r = int(rows[i])
+        given = v.names[v.label[r]] if 0 <= v.label[r] < v.k else str(v.label[r])
+        sug = (v.names[v.suggested[r]] if 0 <= v.suggested[r] < v.k else "?") if v.suggested is not None else "?"
+        truth = ""
+        if v.true_label is not None and v.true_label[r] >= 0:
+            tname = v.names[v.true_label[r]] if v.true_label[r] < v.k else str(v.true_label[r])
+            truth = f'<br><span class="muted">truth: {esc(tname)}</span>'
+        uri = f'<br><span class="muted">{esc(uris[i])}</span>' if uris[i] else ""
+        figures.append(
+            f"<figure>{_thumbnail(image, uris[i])}<figcaption><b>{esc(rid)}</b><br>"
+            f'given: <span class="given">{esc(given)}</span><br>'
+            f'suggested: <span class="sugg">{esc(sug)}</span> ({fmt(conf[i])})<br>'
+            f"score {fmt(float(v.score[r]))}"
+            + (f", weight {fmt(float(v.weight[r]))}" if v.weight is not None else "")
+            + f"{truth}{uri}</figcaption></figure>"
+        )
+    return _section("flagged", title, f'<div class="grid">{"".join(figures)}</div>')
+
+
+def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> str:
+    title = "Coreset coverage"
+    parts = []
+    if "selected" in v.table.column_names and v.k:
+        selected = pc.fill_null(v.table.column("selected"), False).to_numpy(zero_copy_only=False).astype(bool)
+        total = v.per_class(v.train)
+        chosen = v.per_class(v.train & selected)
+        header, columns = ["class", "training rows", "selected", "selected %"], [total, chosen, 100 * chosen / np.maximum(total, 1)]
+        if "cluster_id" in v.table.column_names:
+            covered = v.per_class(v.train & pc.is_valid(v.table.column("cluster_id")).to_numpy(zero_copy_only=False))
+            header.append("covered % (assigned to a medoid)")
+            columns.append(100 * covered / np.maximum(total, 1))
+        if "coreset_weight" in v.table.column_names:
+            header.append("sum of coreset weights")
+            columns.append(v.per_class(v.train & selected, v._floats("coreset_weight")))
+        rows = [[v.names[c]] + [float(col[c]) if i in (2, 3) else int(round(col[c])) for i, col in enumerate(columns)]
+                for c in range(v.k)]
+        parts.append(_table(header, rows))
+    else:
+        parts.append(_note("no coreset selection in this run"))
+    if coreset_metrics:
+        parts.append("<h3>Selection metrics</h3>" + render_value(dict(coreset_metrics)))
+    return _section("coreset", title, "".join(parts))
+
+
+def _errors_section(v: _View) -> str:
+    if "error" not in v.table.column_names or v.usable.all():
+        return _section("errors", "Rows with errors", _note("no row has an error"))
+    counts = pc.value_counts(v.table.column("error").filter(pc.is_valid(v.table.column("error")))).to_pylist()
+    counts.sort(key=lambda d: -d["counts"])
+    rows = [[d["values"], d["counts"]] for d in counts[:50]]
+    more = _note(f"{len(counts) - 50} more distinct errors not shown") if len(counts) > 50 else ""
+    return _section("errors", "Rows with errors", _table(["error", "rows"], rows) + more)
+
+
+def render_report(
+    curated: pa.Table,
+    summary: dict,
+    *,
+    evaluation: dict | None = None,
+    coreset_metrics: dict | None = None,
+    weight_curve: dict | None = None,
+    title: str = "winnow report",
+    top: int = 24,
+) -> str:
+    """Render the curation results as ONE self-contained HTML page.
+
+    Parameters
+    ----------
+    curated : pa.Table
+        Export's ``curated.parquet`` (every manifest row; class names in schema metadata). Missing
+        columns shrink the page rather than fail it.
+    summary : dict
+        Export's ``summary.json``, shown as a nested table.
+    evaluation : dict, optional
+        ``winnow evaluate`` metrics (precision, recall, F1, AUROC, accuracies), shown as tables.
+    coreset_metrics : dict, optional
+        Selection metrics (objective, coverage) from select's ``stage.json``.
+    weight_curve : dict, optional
+        Series name -> values per round/epoch (optional key ``x`` for the abscissa); default: mean
+        of the ``round_*`` columns for flagged/unflagged (and noisy/clean when the truth is known).
+    title : str
+        Page title.
+    top : int
+        Number of flagged examples shown with thumbnails (>= 1).
+
+    Returns
+    -------
+    str
+        The HTML document: no script, no external resource; plots and thumbnails are data URIs.
+    """
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    if not isinstance(curated, pa.Table):
+        raise TypeError(f"curated must be a pyarrow Table, got {type(curated).__name__}")
+    v = _View(curated)
+    sections = [
+        _summary_section(v, summary or {}),
+        _classes_section(v),
+        _confusion_section(v),
+        _weights_section(v, weight_curve),
+        _flagged_section(v, top),
+        _coreset_section(v, coreset_metrics),
+    ]
+    if evaluation:
+        sections.append(_section("evaluation", "Evaluation against the truth", render_value(dict(evaluation))))
+    sections.append(_errors_section(v))
+    nav = " ".join(
+        f'<a href="#{sid}">{esc(name)}</a>'
+        for sid, name in [("summary", "Summary"), ("classes", "Classes"), ("confusion", "Relabels"),
+                          ("weights", "Weights"), ("flagged", "Flagged"), ("coreset", "Coreset")]
+        + ([("evaluation", "Evaluation")] if evaluation else []) + [("errors", "Errors")]
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # A CSP that forbids every remote load and every script: the page must stand alone.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body><main>"
+        f"<h1>{esc(title)}</h1><nav>{nav}</nav>\n" + "\n".join(sections) + "\n</main></body></html>\n"
+    )

@@ -27,15 +27,14 @@ import pyarrow as pa
 from winnow.pipeline.artifacts import read_table
 from winnow.pipeline.rundir import RunDir
 from winnow.pipeline.steps import (
-    _usable,
     class_names,
     load_curated,
     load_manifest,
-    split_array,
     test_table,
     with_feature_column,
 )
 from winnow.stages.common import schema
+from winnow.stages.common.rows import split_array, usable_mask
 from winnow.stages.train.core import train_model
 from winnow.stages.train.params import TrainParams
 
@@ -53,7 +52,7 @@ def arm_table(run: RunDir, arm: str) -> tuple[pa.Table, int]:
         drawn = table["weight"].to_numpy() > 0
         wrong = np.array([truth[i] != lab for i, lab in zip(table["id"].to_pylist(), table["label"].to_pylist())])
         return table, int((wrong & drawn).sum())
-    table = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
+    table = manifest.filter(pa.array(usable_mask(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
     given = table["label"].to_numpy().astype(np.int64)
     true = table["true_label"].to_numpy().astype(np.int64)
     labels, keep = given, np.ones(len(given), bool)

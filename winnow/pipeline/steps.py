@@ -22,6 +22,7 @@ from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names, vectors_from_arrow, vectors_to_arrow, with_metadata
 from winnow.stages.common.params import option, to_dict
+from winnow.stages.common.rows import labels_array, split_array, usable_mask
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def select_inputs(run: RunDir, params: Any) -> tuple[pa.Table, np.ndarray, np.nd
     usable train rows with finite vectors (both executors)."""
     manifest = load_manifest(run)
     vectors = feature_vectors(run, params.space)
-    eligible = _usable(manifest) & (split_array(manifest) == schema.TRAIN) & np.isfinite(vectors).all(axis=1)
+    eligible = usable_mask(manifest) & (split_array(manifest) == schema.TRAIN) & np.isfinite(vectors).all(axis=1)
     return manifest, vectors, labels_array(manifest), eligible
 
 
@@ -258,21 +259,6 @@ def coreset_table(manifest: pa.Table, cols: dict[str, np.ndarray], params: Any) 
     return with_metadata(table, classes=class_names(manifest), params=to_dict(params))
 
 
-def _usable(manifest: pa.Table) -> np.ndarray:
-    return np.asarray(manifest["error"].is_null().to_numpy(zero_copy_only=False), dtype=bool) & np.asarray(
-        manifest["label"].is_valid().to_numpy(zero_copy_only=False), dtype=bool
-    )
-
-
-def split_array(manifest: pa.Table) -> np.ndarray:
-    return np.asarray(manifest["split"].to_pylist(), dtype=object)
-
-
-def labels_array(manifest: pa.Table) -> np.ndarray:
-    """Given labels as int64, -1 where missing."""
-    return np.asarray(manifest["label"].fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 # ---------------------------------------------------------------------------------------------
 # weight
 
@@ -288,7 +274,7 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     manifest = load_manifest(ctx.run)
     classes = class_names(manifest)
     split, labels = split_array(manifest), labels_array(manifest)
-    usable = _usable(manifest)
+    usable = usable_mask(manifest)
     embedding = feature_vectors(ctx.run, schema.EMBEDDING)
     usable &= np.isfinite(embedding).all(axis=1)
     train_rows = np.flatnonzero(usable & (split == schema.TRAIN))
@@ -400,7 +386,7 @@ def test_table(run: RunDir, test_path: str = "") -> pa.Table | None:
     if test_path:
         return read_table(Path(test_path))
     manifest = load_manifest(run)
-    keep = (split_array(manifest) == schema.TEST) & _usable(manifest)
+    keep = (split_array(manifest) == schema.TEST) & usable_mask(manifest)
     return manifest.filter(pa.array(keep)) if keep.any() else None
 
 
@@ -481,7 +467,7 @@ def evaluate_adapter(ctx: StageContext, params: EvaluateParams) -> dict[str, Any
 
         downstream = {"curated": _accuracy(train_rec["metrics"])}
         if params.downstream:
-            plain = manifest.filter(pa.array(_usable(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
+            plain = manifest.filter(pa.array(usable_mask(manifest) & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED])))
             plain = plain.append_column("weight", pa.array(np.ones(plain.num_rows, np.float32)))
             downstream["plain"] = accuracy(plain, "manifest")
         export_rec = ctx.run.record("export") or {}
@@ -636,7 +622,7 @@ def skip_reason(run: RunDir, step: Step, params: Any) -> str | None:
     if step.name not in ("evaluate", "train") or run.record("ingest") is None:
         return None
     manifest = load_manifest(run)
-    usable = _usable(manifest)
+    usable = usable_mask(manifest)
     if step.name == "evaluate" and not params.truth and manifest["true_label"].null_count == manifest.num_rows:
         return ("no truth to score the flags against: the manifest has no true_label (only ingest's --inject-noise "
                 "records one); to evaluate, set [evaluate] truth = \"PATH\" (a table of id and true label)")

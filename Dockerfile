@@ -14,7 +14,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY winnow ./winnow
 # faiss-cpu and faiss-gpu provide the same module: keep only the GPU build.
 RUN pip install --upgrade pip \
- && pip install '.[gpu]' \
+ && pip install '.[gpu,beam]' \
  && pip uninstall -y faiss-cpu
 
 WORKDIR /work

@@ -365,6 +365,7 @@ def test_the_cache_fingerprint_never_stats_a_file_outside_the_root(tmp_path: Pat
 
 
 def test_beam_ingest_of_a_manifest_with_escapes_equals_local(tmp_path: Path):
+    pytest.importorskip("apache_beam", reason="the beam extra is not installed")
     from winnow.pipeline.beam.ingest import beam_validator
     from winnow.pipeline.beam.options import pipeline_options
     from winnow.stages.ingest import IngestParams, ingest

@@ -14,11 +14,34 @@ from typing import Any
 from winnow.pipeline.runner import StageContext
 
 BEAM_STAGES = ("ingest", "embed", "select", "export")
+INSTALL_HINT = "pip install 'winnow-curate[beam]'"
+
+
+class BeamMissing(ValueError):
+    """``--executor beam`` without apache-beam installed (it is the ``beam`` extra). A ValueError,
+    so that the CLI reports it as a message and exit code 1, never a traceback."""
+
+
+def require_beam() -> None:
+    """Raise :class:`BeamMissing`, saying what to install, unless apache-beam can be imported.
+
+    Checked where the Beam executor is chosen, not at import: ``winnow`` without the extra
+    must import and run every stage locally."""
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError as exc:
+        raise BeamMissing(
+            f"--executor beam needs Apache Beam, which is not installed ({exc}); install the extra with "
+            f"`{INSTALL_HINT}`, or run with --executor local") from exc
 
 
 def beam_adapter(stage: str) -> Callable[[StageContext, Any], dict[str, Any]] | None:
     """The Beam adapter of ``stage``, or None for a stage that runs locally in any case
-    (weight, train, evaluate, report: they train a model or write one small file)."""
+    (weight, train, evaluate, report: they train a model or write one small file).
+
+    Raises :class:`BeamMissing` for a Beam stage when apache-beam is not installed."""
+    if stage in BEAM_STAGES:
+        require_beam()
     if stage == "ingest":
         from winnow.pipeline.beam.ingest import ingest_beam
 

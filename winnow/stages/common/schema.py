@@ -67,3 +67,28 @@ WEIGHT_COLUMNS = (
 
 # Columns export adds.
 NOISE_COLUMNS = ("noise_score", "noise_flag", "suggested_label", "suggested_confidence")
+
+# Columns DESIGN.md reserves for export's --fdr and audit (written by later versions).
+AUDIT_COLUMNS = ("noise_pvalue", "noise_flag_fdr", "duplicate_of", "duplicate_kind", "outlier_score")
+
+# What ingest reads from a manifest file itself; every other column is the user's and passes
+# through to manifest.parquet and the exported manifests unchanged.
+SOURCE_COLUMNS = ("id", "uri", "image", "label", "split")
+
+# Names winnow writes into the manifests (or uses internally while ingesting): a user column
+# with one of these names would be replaced or would clash, so ingest refuses it.
+RESERVED_COLUMNS = frozenset(
+    MANIFEST_SCHEMA.names + ["label_raw", EMBEDDING, PROBS, GRAD_EMBEDDING] + CORESET_SCHEMA.names
+    + list(WEIGHT_COLUMNS) + list(NOISE_COLUMNS) + list(AUDIT_COLUMNS)
+)
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` is a column winnow writes (``round_<k>`` included: one per weight round)."""
+    return name in RESERVED_COLUMNS or (name.startswith("round_") and name[6:].isdigit())
+
+
+def user_columns(manifest: pa.Table | pa.Schema) -> list[str]:
+    """The user's own columns of a manifest: those that are not winnow's, in file order."""
+    names = manifest.names if isinstance(manifest, pa.Schema) else manifest.column_names
+    return [c for c in names if c not in MANIFEST_SCHEMA.names]

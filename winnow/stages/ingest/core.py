@@ -169,7 +169,10 @@ def ingest(
                                    mask=~label_valid if true_label is not None else np.ones(n, bool)),
         },
         schema=schema.MANIFEST_SCHEMA,
-    ).filter(pa.array(keep))
+    )
+    for name in table.column_names[5:]:  # the user's own columns, after winnow's
+        manifest = manifest.append_column(table.schema.field(name), table[name])
+    manifest = manifest.filter(pa.array(keep))
     manifest = with_metadata(manifest, classes=classes, params=to_dict(params))
 
     features = None
@@ -210,7 +213,36 @@ def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.nd
             )
         emb = np.concatenate([emb, trusted.embedding])
     errors += list(trusted.extra.get("errors", [None] * t.num_rows))
-    return pa.concat_tables([table, t.cast(table.schema)]), emb, errors
+    return _stack(table, t, raw.description, trusted.description), emb, errors
+
+
+def _stack(table: pa.Table, trusted_src: pa.Table, src: str, tr: str) -> pa.Table:
+    """The source table over the trusted one. Their first five columns are ingest's own (same
+    names, cast to the source's types); then the user columns of either file, null where the
+    other lacks one: a column both have must have one type, or one that both cast to."""
+    base = pa.schema([table.schema.field(i) for i in range(5)])  # id, uri, image, label_raw, split
+    trusted = trusted_src.select(base.names).cast(base)
+    names = list(dict.fromkeys(table.column_names[5:] + trusted_src.column_names[5:]))
+    for name in names:
+        a = table.schema.field(name).type if name in table.column_names else None
+        b = trusted_src.schema.field(name).type if name in trusted_src.column_names else None
+        kind = a if a is not None else b
+        if a is not None and b is not None and a != b:
+            try:
+                kind = pa.unify_schemas([pa.schema([(name, a)]), pa.schema([(name, b)])],
+                                        promote_options="permissive").field(name).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise IngestError(f"column {name!r} is {a} in {src} but {b} in the trusted file {tr}; write it with "
+                                  "one type in both files") from exc
+        if a is None:
+            table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
+        if name in trusted_src.column_names:
+            trusted = trusted.append_column(pa.field(name, kind), trusted_src[name].cast(kind))
+        else:
+            trusted = trusted.append_column(pa.field(name, kind), pa.nulls(trusted.num_rows, kind))
+        if a is not None and a != kind:
+            table = table.set_column(table.schema.get_field_index(name), pa.field(name, kind), table[name].cast(kind))
+    return pa.concat_tables([table, trusted.select(table.column_names)])
 
 
 def _first_label(table: pa.Table, desc: str) -> str:
@@ -467,4 +499,5 @@ def _summary(manifest: pa.Table, classes: list[str], noise_info: dict, dropped_i
         "error_examples": [{"id": i, "error": e} for i, e in zip(manifest["id"].to_pylist(), errors) if e][:20],
         "noise": noise_info,
         "imbalance_removed": dropped_imbalance,
+        "user_columns": schema.user_columns(manifest),
     }

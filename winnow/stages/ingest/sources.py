@@ -1,5 +1,6 @@
 """Readers for every supported source. Each returns a :class:`RawSource` whose table has the
-manifest columns ``id, uri, image, label_raw, split`` (split may be null) in source order.
+manifest columns ``id, uri, image, label_raw, split`` (split may be null) in source order, then the
+user's own columns of a manifest file (:func:`_user_columns`).
 
 Labels stay raw here (ints or names): :func:`winnow.stages.ingest.core._map_labels` maps them to class indices.
 
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from winnow.stages.common import schema
 from winnow.stages.common.images import encode_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -155,9 +157,11 @@ def _files_below(folder: Path, root: Path | None) -> Iterator[tuple[Path, bool]]
                 yield path, False
 
 
-def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Array, split: list | None) -> pa.Table:
+def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Array, split: list | None,
+           user: pa.Table | None = None) -> pa.Table:
+    """The source table ingest works on: five columns of its own, then the user's (``user``) as given."""
     n = len(ids)
-    return pa.table(
+    table = pa.table(
         {
             "id": pa.array(ids, pa.string()),
             "uri": pa.array(uris if uris is not None else [None] * n, pa.string()),
@@ -166,6 +170,26 @@ def _table(ids: list[str], uris: list | None, images: list | None, labels: pa.Ar
             "split": pa.array(split if split is not None else [None] * n, pa.string()),
         }
     )
+    if user is not None:
+        for name in user.column_names:
+            table = table.append_column(user.schema.field(name), user[name])
+    return table
+
+
+def _user_columns(table: pa.Table, path: Path, features: str) -> pa.Table:
+    """The columns of a manifest file that are the user's (group, source, any metadata): they pass
+    through to every manifest winnow writes. One named like a column winnow writes is refused."""
+    consumed = set(schema.SOURCE_COLUMNS) | ({features} if features else set())
+    names = [c for c in table.column_names if c not in consumed]
+    clash = [c for c in names if schema.is_reserved(c)]
+    if clash:
+        renames = ", ".join(f"{c!r}: 'user_{c}'" for c in clash)
+        raise SourceError(
+            f"{path}: column(s) {', '.join(repr(c) for c in clash)} have names winnow writes itself (a manifest "
+            f"made by winnow cannot be ingested again as it is); rename them, e.g. pandas: "
+            f"df.rename(columns={{{renames}}}), or drop them"
+        )
+    return table.select(names)
 
 
 def read_digits() -> RawSource:
@@ -231,6 +255,7 @@ def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any
     if "label" not in cols:
         raise SourceError(f"{path}: no 'label' column (columns are: {', '.join(table.column_names)}); add one "
                           "with each row's class index or class name")
+    user = _user_columns(table, path, features)
     n = table.num_rows
     if n == 0:
         raise SourceError(f"{path} has no rows (only a header or a schema); nothing to ingest: write the rows "
@@ -271,7 +296,8 @@ def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any
         uris = [None if p is None else contained_path(base, p, root) for p in named]
         extra["errors"] = [None if p is None or u is not None else path_error(ids[i], what[i], p, root)
                            for i, (p, u) in enumerate(zip(named, uris))]
-    return RawSource(_table(ids, uris, images, labels, split), None, embedding, description=str(path), extra=extra)
+    return RawSource(_table(ids, uris, images, labels, split, user), None, embedding,
+                     description=str(path), extra=extra)
 
 
 def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -37,6 +37,7 @@ from torch import nn
 
 from winnow.stages.common.checkpoint import Checkpoints
 from winnow.stages.common.progress import track
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.common.torch_utils import resolve_device
 from winnow.stages.embed.backbone import (
     Backbone,
@@ -84,6 +85,8 @@ class EmbedResult:
     model_state: dict[str, torch.Tensor] | None
     metrics: dict[str, Any]
     fold: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+    __repr__ = short_repr
 
 
 def run_embed(

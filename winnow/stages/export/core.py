@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names, vectors_from_arrow, with_metadata
 from winnow.stages.common.params import to_dict, validate_choices
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.export.calibrate import (
     class_mix_weights,
     confident_joint,
@@ -69,6 +70,8 @@ class ExportResult:
     train: pa.Table
     flags: pa.Table
     summary: dict
+
+    __repr__ = short_repr
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from winnow.stages.common.progress import track
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.select.craig import assign_to_medoids, craig_weights
 from winnow.stages.select.facility_location import facility_location_greedy, graph_coverage, graph_objective
 from winnow.stages.select.knn import IndexSpec, faiss_gpu_available, knn_graph, normalize, range_search
@@ -36,6 +37,8 @@ class SelectResult:
 
     columns: dict[str, np.ndarray]
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    __repr__ = short_repr
 
 
 @dataclass

@@ -26,6 +26,7 @@ from torch import nn
 from winnow.stages.common.arrow import class_names as table_class_names
 from winnow.stages.common.batches import batch_bounds
 from winnow.stages.common.progress import track
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.common.torch_utils import resolve_device, seed_everything
 from winnow.stages.train.dataset import ManifestDataset, weighted_loss, weighted_sampler
 from winnow.stages.train.models import MLP, SmallCNN
@@ -43,6 +44,8 @@ class TrainResult:
 
     model_state: dict[str, torch.Tensor]
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    __repr__ = short_repr
 
 
 def _inputs(

@@ -20,6 +20,7 @@ from torch import nn
 
 from winnow.models.heads import LinearHead, MLPHead
 from winnow.stages.common.checkpoint import Checkpoints
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.common.torch_utils import resolve_device
 from winnow.stages.weight.mwn import mwn_curve
 from winnow.stages.weight.params import WeightParams
@@ -47,6 +48,8 @@ class WeightResult:
     curve: dict[str, np.ndarray] | None
     model_state: dict[str, torch.Tensor]
     metrics: dict[str, Any]
+
+    __repr__ = short_repr
 
 
 def _check_inputs(train_x: torch.Tensor, train_y: torch.Tensor, trusted_x: torch.Tensor,

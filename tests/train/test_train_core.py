@@ -171,3 +171,19 @@ def test_augment_crops_and_flips_without_changing_content():
             assert set(values.tolist()) <= set(x[i, c].flatten().tolist())
     again = _augment(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_images_above_32_px_name_followable_options_and_model_cnn_trains_on_them():
+    """`winnow train` on 40 px images told the user to pass a Python model_factory; it now names
+    CLI options, and the one it names first works (the CNN pools adaptively)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 2
+    images = np.where(y[:, None, None] == 1, 200, 30).astype(np.uint8) + rng.integers(0, 20, (24, 40, 36), dtype=np.uint8)
+    table = with_metadata(pa.table({"id": [str(i) for i in range(24)], "image": [encode_png(im) for im in images],
+                                    "label": pa.array(y, pa.int32()), "split": ["train"] * 24}),
+                          classes=["dark", "light"])
+    with pytest.raises(ValueError, match=r"40x36 px .*--model cnn .*--features embedding.*--image-size 32x32"):
+        train_model(table, None, TrainParams(epochs=1, batch_size=8, width=4), num_classes=2)
+    result = train_model(table, table, TrainParams(model="cnn", epochs=3, batch_size=8, width=4), num_classes=2)
+    assert result.metrics["model"] == "cnn" and result.metrics["input_shape"] == [1, 40, 36]
+    assert result.metrics["test_accuracy"] == 1.0

@@ -144,3 +144,33 @@ def test_weighted_loss_all_zero_is_zero_and_differentiable():
     assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="expected logits"):
         weighted_loss(torch.randn(3, 2), torch.tensor([0, 1]), torch.zeros(3))
+
+
+def test_dataset_from_a_run_folder_reads_its_manifest_parquet_only(tmp_path):
+    """``ManifestDataset("runs/demo/export")`` failed on stage.json; a folder now means its manifest."""
+    images = _images(7)
+    table = _table(images)
+    export = tmp_path / "export"
+    export.mkdir()
+    pq.write_table(table, export / "train.parquet")
+    pq.write_table(table.slice(0, 2), export / "flags.parquet")  # other rows: must not be read
+    (export / "stage.json").write_text("{}")
+    (export / "summary.json").write_text("{}")
+    ds = ManifestDataset(str(export))
+    assert ds.table.column("id").to_pylist() == [f"r{i}" for i in range(7)]
+    assert ds.table.schema.metadata == table.schema.metadata  # class names kept
+    # a sharded train.parquet folder (as the pipeline writes large ones), and a folder of shards
+    shards = export / "sharded"
+    (shards / "train.parquet").mkdir(parents=True)
+    pq.write_table(table.slice(0, 4), shards / "train.parquet" / "part-00000.parquet")
+    pq.write_table(table.slice(4), shards / "train.parquet" / "part-00001.parquet")
+    (shards / "stage.json").write_text("{}")
+    for folder in (shards, shards / "train.parquet"):
+        got = ManifestDataset(folder)
+        assert got.table.column("id").to_pylist() == [f"r{i}" for i in range(7)]
+        np.testing.assert_allclose(got[5][0][0].numpy(), images[5] / 255.0, atol=1e-7)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "stage.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds no Parquet file .*train\.parquet"):
+        ManifestDataset(empty)

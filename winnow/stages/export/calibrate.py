@@ -1,8 +1,11 @@
 """Calibrating the flag threshold: how many rows are noisy, and where to cut the scores.
 
-Three methods (``--calibration``), all driven by data rather than a guessed constant:
+Three methods (``--calibration``), all driven by data rather than a guessed constant; the
+default, ``auto``, picks ``noise-rate`` when the class posterior is reliable (out-of-sample
+accuracy >= 0.8 on the trusted rows) and ``trusted-clean`` otherwise (see
+:func:`winnow.stages.export.core.export_columns`). ``--flag-threshold`` overrides them all.
 
-* ``trusted-clean`` (default): trusted rows are clean, and scored out-of-sample like train rows
+* ``trusted-clean``: trusted rows are clean, and scored out-of-sample like train rows
   (leave-one-out neighbour votes; their meta signal, which they lack, is the train median), so
   their scores sample the *clean* score distribution ``G_c`` (reweighted to the train class mix).
   The train scores mix ``G_c`` and the noisy distribution: the noise rate ``pi`` follows by

@@ -32,7 +32,9 @@ from winnow.stages.train.dataset import ManifestDataset, weighted_loss, weighted
 from winnow.stages.train.models import MLP, SmallCNN
 from winnow.stages.train.params import TrainParams
 
-MAX_CNN_SIDE = 32  # the built-in CNN is sized for small images; larger ones need a model_factory
+# Largest side --model auto trains the built-in CNN on: it works at any size (adaptive pooling), but
+# its cost grows with the pixel count, so larger images are a choice the user makes (--model cnn).
+MAX_CNN_SIDE = 32
 LEFT_OUT_SHOWN = 20  # rows left out that metrics.json names (all are counted)
 
 log = logging.getLogger(__name__)
@@ -103,9 +105,12 @@ def build_model(params: TrainParams, x: torch.Tensor, num_classes: int) -> tuple
         elif max(x.shape[2:]) <= MAX_CNN_SIDE:
             kind = "cnn"
         else:
+            h, w = x.shape[2:]
             raise ValueError(
-                f"images of {tuple(x.shape[2:])} px are larger than the built-in CNN's {MAX_CNN_SIDE} px; "
-                "pass model_factory (e.g. from winnow.models.registry) or --features to train on embeddings"
+                f"images of {h}x{w} px are larger than the {MAX_CNN_SIDE} px up to which --model auto picks the "
+                f"built-in CNN; choose one: --model cnn (it pools adaptively, so it trains at any size, at a cost "
+                f"that grows with the pixel count), --features embedding (train on the embed stage's vectors), "
+                f"or re-run `winnow ingest --image-size {MAX_CNN_SIDE}x{MAX_CNN_SIDE}` to shrink every image"
             )
     if kind == "mlp":
         if x.ndim != 2:

@@ -2,7 +2,7 @@
 
 Three lines are all a training script needs::
 
-    ds = ManifestDataset("runs/d/export/train.parquet")
+    ds = ManifestDataset("runs/demo/export")   # its train.parquet
     loader = DataLoader(ds, batch_size=128, sampler=weighted_sampler(ds.table))
     for x, y, w in loader: ...            # or weighted_loss(model(x), y, w) with shuffle=True
 
@@ -20,25 +20,53 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from winnow.stages.common import schema
 from winnow.stages.common.arrow import vectors_from_arrow
 from winnow.stages.common.images import GRAY_MODES, ImageError, image_to_array, open_image
 
 ManifestLike = pa.Table | str | Path
 
 
+def manifest_files(folder: Path) -> list[Path]:
+    """The Parquet files a folder given as a manifest stands for, in order.
+
+    * an export folder (it holds ``train.parquet``): its training manifest, the table a trainer
+      wants (``curated.parquet`` and ``flags.parquet`` beside it hold other rows);
+    * an ingest folder (``manifest.parquet``): the manifest;
+    * otherwise the folder's own ``*.parquet`` files, sorted by name (shards of one table, as
+      winnow writes large tables: ``part-00000.parquet``, ...).
+
+    ``train.parquet`` / ``manifest.parquet`` may themselves be folders of shards. Other files
+    (``stage.json``, ``summary.json``) are never read.
+    """
+    for name in (schema.TRAIN_MANIFEST, schema.MANIFEST):
+        if (folder / name).is_file():
+            return [folder / name]
+        if (folder / name).is_dir():
+            return manifest_files(folder / name)
+    files = sorted(p for p in folder.glob("*.parquet") if p.is_file())
+    if not files:
+        raise ValueError(f"manifest folder {folder} holds no Parquet file (no {schema.TRAIN_MANIFEST}, "
+                         f"{schema.MANIFEST} or *.parquet shards); pass a Parquet file written by winnow export")
+    return files
+
+
 def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Table:
-    """Read a manifest (table, Parquet file or folder of Parquet shards), without its error rows.
+    """Read a manifest (table, Parquet file or folder), without its error rows.
 
     Parameters
     ----------
     manifest : pa.Table, str or Path
-        A table, or the path of a Parquet file or of a folder of Parquet shards.
+        A table, or the path of a Parquet file or of a folder: an export folder means its
+        ``train.parquet``, an ingest folder its ``manifest.parquet``, any other folder its
+        ``*.parquet`` shards (see :func:`manifest_files`).
     drop_errors : bool
         Leave out rows whose ``error`` column is set (default True).
 
@@ -51,7 +79,11 @@ def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Tab
         path = Path(manifest)
         if not path.exists():
             raise ValueError(f"manifest not found: {path}; pass a Parquet file written by winnow export")
-        table = pq.read_table(path)
+        if path.is_dir():
+            files = manifest_files(path)
+            table = pq.read_table(files[0]) if len(files) == 1 else pads.dataset(files, format="parquet").to_table()
+        else:
+            table = pq.read_table(path)
     elif isinstance(manifest, pa.Table):
         table = manifest
     else:
@@ -174,7 +206,9 @@ class ManifestDataset(Dataset):
     Parameters
     ----------
     manifest : pa.Table, str or Path
-        The manifest (e.g. ``export/train.parquet``). Rows with an ``error`` are left out.
+        The manifest: a table, a Parquet file (e.g. ``export/train.parquet``) or a folder (an
+        export folder means its ``train.parquet``; see :func:`read_manifest`). Rows with an
+        ``error`` are left out.
     features : str
         Name of a vector column to use as input instead of the image ("" = images).
     transform : callable, optional

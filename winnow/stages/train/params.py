@@ -17,7 +17,9 @@ class TrainParams:
 
     model: str = option(
         "auto",
-        "Built-in model: auto (a small CNN for images up to 32 px, an MLP for a feature column), cnn or mlp.",
+        "Built-in model: cnn (winnow.models' SmallCNN, four conv blocks, any image size), mlp (two hidden "
+        "BatchNorm layers on a feature column, or on the flattened pixels) or auto (mlp with --features, "
+        "cnn for images up to 32 px; larger images need --model cnn or --features).",
         choices=MODELS,
     )
     epochs: int = option(20, "Passes over the training manifest.")

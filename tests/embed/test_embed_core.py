@@ -199,16 +199,16 @@ def test_digits_warmup_gives_useful_out_of_sample_probs():
 @pytest.mark.parametrize(
     "option,value,match",
     [
-        ("warmup_batch_size", 0, r"--warmup-batch-size: must be >= 2 \(BatchNorm"),
-        ("warmup_batch_size", 1, r"--warmup-batch-size: must be >= 2"),
-        ("head_weight_decay", -1.0, r"--head-weight-decay: must be a finite number >= 0"),
-        ("head_weight_decay", float("nan"), r"--head-weight-decay: must be a finite number >= 0"),
-        ("warmup_lr", float("nan"), r"--warmup-lr: must be a finite number > 0"),
-        ("warmup_lr", 0.0, r"--warmup-lr: must be a finite number > 0"),
-        ("warmup_weight_decay", float("inf"), r"--warmup-weight-decay: must be a finite number >= 0"),
-        ("image_size", -3, r"--image-size: must be >= 0"),
-        ("warmup", -5, r"--warmup: must be >= -1 \(-1 = auto\)"),
-        ("num_workers", -2, r"--num-workers: must be >= -1"),
+        ("warmup_batch_size", 0, r"--warmup-batch-size must be >= 2 \(BatchNorm"),
+        ("warmup_batch_size", 1, r"--warmup-batch-size must be >= 2"),
+        ("head_weight_decay", -1.0, r"--head-weight-decay must be a finite number >= 0"),
+        ("head_weight_decay", float("nan"), r"--head-weight-decay must be a finite number >= 0"),
+        ("warmup_lr", float("nan"), r"--warmup-lr must be a finite number > 0"),
+        ("warmup_lr", 0.0, r"--warmup-lr must be a finite number > 0"),
+        ("warmup_weight_decay", float("inf"), r"--warmup-weight-decay must be a finite number >= 0"),
+        ("image_size", -3, r"--image-size must be >= 0"),
+        ("warmup", -5, r"--warmup must be >= -1 \(-1 = auto\)"),
+        ("num_workers", -2, r"--num-workers must be >= -1"),
     ],
 )
 def test_bad_numeric_options_are_named_errors(option, value, match):

@@ -228,7 +228,10 @@ def test_bad_options_name_themselves(option, value):
     negative weight that only train refused."""
     with pytest.raises(ValueError, match=f"option --{option.replace('_', '-')} must be"):
         ExportParams(**{option: value})
-    ExportParams(knn_weight=-1.0, flag_threshold=-1.0, shard_rows=0)  # the documented "unset" values
+    ExportParams(knn_weight=None, flag_threshold=None, shard_rows=0)  # the documented "unset" values
+    for option, value in (("knn_weight", -1.0), ("flag_threshold", -1.0)):  # no "negative = unset" (issue 20)
+        with pytest.raises(ValueError, match=f"option --{option.replace('_', '-')} must be"):
+            ExportParams(**{option: value})
 
 
 def test_deterministic(run):
@@ -343,7 +346,7 @@ def test_knn_weight_chosen_from_the_trusted_rows_unless_set(run):
     np.testing.assert_array_equal(_scores(auto), _scores(same))
     other = _run_export(run, knn_weight=1.0 if choice["value"] < 0.5 else 0.0)
     assert not np.allclose(_scores(auto), _scores(other), equal_nan=True)
-    assert _run_export(run, knn_weight=-1.0).summary["knn_weight"] == choice  # negative = choose
+    assert _run_export(run, knn_weight=None).summary["knn_weight"] == choice  # unset = choose
 
 
 def test_meta_signal_is_not_judged_on_a_handful_of_flagged_rows():

@@ -315,7 +315,7 @@ def test_header_only_csv(tmp_path: Path):
     [
         ({"test_fraction": 1.5}, r"--test-fraction must be in \[0, 1\)"),
         ({"test_fraction": -0.5}, r"--test-fraction must be in \[0, 1\)"),
-        ({"imbalance": 0.5}, "--imbalance .* must be >= 1"),
+        ({"imbalance": 0.5}, r"--imbalance must be >= 1 \(a max/min class ratio"),
         ({"max_rows": -5}, r"--max-rows must be >= 0 \(0 = all rows\)"),
         ({"decode_workers": -1}, r"--decode-workers must be >= 0 \(0 = one per core\)"),
         ({"trusted_per_class": -1}, "--trusted-per-class must be >= 0"),

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from winnow.stages.common.params import validate_choices
+from winnow.stages.common.params import check_options, range_error
 
 # Keys of a TOML config's top level (everything else is a [stage] table).
 RUN_KEYS = {"run_dir", "seed", "device", "stages", "executor", "beam_option", "force", "threads"}
@@ -27,9 +27,44 @@ def field_type(f: dataclasses.Field) -> type:
     return _TYPES.get(typ, str)
 
 
+class _Ranged:
+    """A click number range whose failure message is the params' own (:func:`range_error`), so the
+    CLI, a TOML config and a direct ``Params(...)`` call say the same; ``--help`` shows the range."""
+
+    field: dataclasses.Field
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = self.base.convert(value, param, ctx)  # type: ignore[attr-defined]
+        message = range_error(self.field, rv)
+        if message:
+            self.fail(message, param, ctx)  # type: ignore[attr-defined]
+        return rv
+
+    def _describe_range(self) -> str:
+        text = click.FloatRange._describe_range(self)  # type: ignore[arg-type]
+        also = self.field.metadata.get("also")
+        return text if also is None else f"{text} or {also}"
+
+
+class _IntRanged(_Ranged, click.IntRange):
+    base = click.INT
+
+
+class _FloatRanged(_Ranged, click.FloatRange):
+    base = click.FLOAT
+
+
 def _click_type(f: dataclasses.Field) -> Any:
-    choices = f.metadata.get("choices")
-    return click.Choice(choices) if choices else field_type(f)
+    m = f.metadata
+    if m.get("choices"):
+        return click.Choice(m["choices"])
+    typ = field_type(f)
+    if typ in (int, float) and (m.get("min") is not None or m.get("max") is not None):
+        ranged = (_IntRanged if typ is int else _FloatRanged)(min=m["min"], max=m["max"], min_open=m["min_open"],
+                                                            max_open=m["max_open"])
+        ranged.field = f
+        return ranged
+    return typ
 
 
 def click_options(params_cls: type) -> list[click.Option]:
@@ -74,7 +109,7 @@ def build_params(params_cls: type, values: dict[str, Any], *, where: str) -> Any
             raise ValueError(f"{where}: option {key!r} must be of type {target.__name__}, got {value!r}") from exc
     try:
         params = params_cls(**coerced)
-        validate_choices(params)
+        check_options(params)
         if callable(getattr(params, "validate", None)):  # range checks a stage defers to run time (embed, weight)
             params.validate()
     except ValueError as exc:  # a value out of range: the message names the option, add where it was set

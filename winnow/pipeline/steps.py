@@ -21,7 +21,7 @@ from winnow.pipeline.rundir import RunDir, json_digest
 from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names, vectors_from_arrow, vectors_to_arrow, with_metadata
-from winnow.stages.common.params import option, to_dict
+from winnow.stages.common.params import check_options, option, to_dict
 from winnow.stages.common.rows import labels_array, split_array, usable_mask
 
 
@@ -530,11 +530,10 @@ def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ReportParams:
     title: str = option("winnow report", "Title of the page.")
-    top: int = option(24, "How many flagged examples to show with thumbnails.")
+    top: int = option(24, "How many flagged examples to show with thumbnails.", min=1)
 
     def __post_init__(self) -> None:
-        if self.top < 1:
-            raise ValueError(f"option --top must be >= 1, got {self.top}")
+        check_options(self)
 
 
 def report_adapter(ctx: StageContext, params: ReportParams) -> dict[str, Any]:

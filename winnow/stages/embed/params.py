@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option, validate_choices
+from winnow.stages.common.params import check_options, option
 
 
 @dataclass(frozen=True)
@@ -29,19 +28,22 @@ class EmbedParams:
         "(embedding, logits). Other formats (torch.export .pt2, pickled modules) can run code stored in the "
         "file when loaded and are refused.",
     )
-    image_size: int = option(0, "Side images are resized/centre-cropped to; 0 = the model's default.")
-    batch_size: int = option(256, "Images per forward pass.")
-    shard_size: int = option(8192, "Rows per checkpointed shard (a killed run resumes from the last shard).")
+    image_size: int = option(0, "Side images are resized/centre-cropped to; 0 = the model's default.",
+                             min=0, note="0 = the model's default")
+    batch_size: int = option(256, "Images per forward pass.", min=1)
+    shard_size: int = option(8192, "Rows per checkpointed shard (a killed run resumes from the last shard).", min=1)
     num_workers: int = option(
         -1,
         "DataLoader decode workers; -1 = auto (CUDA: cores - 1, at most 8; CPU: 0 up to 4 cores, "
         "else cores // 4).",
+        min=-1, note="-1 = auto",
     )
     amp: bool = option(True, "Mixed precision (bfloat16) on CUDA; ignored on CPU.")
     folds: int = option(
         5,
         "Cross-fitting folds for the probabilities (>= 2): out of sample for the head; a --warmup backbone has "
         "trained on every label unless --crossfit backbone.",
+        min=2,
     )
     crossfit: str = option(
         "head",
@@ -52,26 +54,30 @@ class EmbedParams:
         choices=("head", "backbone"),
     )
     head: str = option("linear", "Cross-fitting head on the embeddings.", choices=("linear", "mlp"))
-    head_hidden: int = option(256, "Hidden units of the mlp head.")
-    head_iters: int = option(100, "L-BFGS iterations to fit each cross-fitting head.")
-    head_weight_decay: float = option(1e-3, "L2 penalty of the cross-fitting head's weights (>= 0).")
+    head_hidden: int = option(256, "Hidden units of the mlp head.", min=1)
+    head_iters: int = option(100, "L-BFGS iterations to fit each cross-fitting head.", min=1)
+    head_weight_decay: float = option(1e-3, "L2 penalty of the cross-fitting head's weights.", min=0, finite=True)
     grad_kind: str = option(
         "full",
         "Gradient embedding: 'full' = (softmax(z) - onehot(y)) (x) h, the last-layer gradient; "
         "'logit' = softmax(z) - onehot(y) alone (CRAIG's proxy).",
         choices=("full", "logit"),
     )
-    grad_dim: int = option(0, "Project the gradient embedding to this many dims (seeded Gaussian); 0 = no projection.")
+    grad_dim: int = option(0, "Project the gradient embedding to this many dims (seeded Gaussian); 0 = no projection.",
+                           min=0, note="0 = no projection")
     warmup: int = option(
         -1,
         "Epochs to train the backbone on train+trusted before embedding; -1 = auto "
         "(10 for a randomly initialised network, 0 with --weights or --model-file). Large datasets "
         "want more: 20 gave better flags on 25k CIFAR-10 images and worse on 1.8k digits. The warm-up sees "
         "every label, so long ones memorise noisy labels and the probs then agree with them.",
+        min=-1, note="-1 = auto",
     )
-    warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay); lower it if the warm-up diverges.")
-    warmup_batch_size: int = option(128, "Warmup mini-batch size (>= 2: BatchNorm needs two examples).")
-    warmup_weight_decay: float = option(5e-4, "Warmup SGD weight decay (>= 0).")
+    warmup_lr: float = option(0.05, "Warmup SGD learning rate (momentum 0.9, cosine decay); lower it if the warm-up "
+                              "diverges.", min=0, min_open=True, finite=True)
+    warmup_batch_size: int = option(128, "Warmup mini-batch size.", min=2,
+                                    note="BatchNorm needs two examples per training batch")
+    warmup_weight_decay: float = option(5e-4, "Warmup SGD weight decay.", min=0, finite=True)
     augment: str = option(
         "auto",
         "Warmup augmentation: natural = random crop + flip, digits = small shifts, none; auto picks by model.",
@@ -81,18 +87,4 @@ class EmbedParams:
     def validate(self) -> None:
         """Raise ValueError naming the option for any value the stage cannot use; the CLI calls it
         when it reads the options (bad usage, exit 2), the stage again before it runs."""
-        validate_choices(self)
-        for name, low, why in (
-            ("batch_size", 1, ""), ("shard_size", 1, ""), ("folds", 2, ""), ("head_iters", 1, ""),
-            ("head_hidden", 1, ""), ("warmup_batch_size", 2, " (BatchNorm needs two examples per training batch)"),
-            ("image_size", 0, " (0 = the model's default)"), ("warmup", -1, " (-1 = auto)"),
-            ("num_workers", -1, " (-1 = auto)"), ("grad_dim", 0, " (0 = no projection)"),
-        ):
-            value = getattr(self, name)
-            if value < low:
-                raise ValueError(f"option --{name.replace('_', '-')}: must be >= {low}{why}, got {value}")
-        for name, positive in (("head_weight_decay", False), ("warmup_lr", True), ("warmup_weight_decay", False)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-                raise ValueError(f"option --{name.replace('_', '-')}: must be a finite number "
-                                 f"{'> 0' if positive else '>= 0'}, got {value}")
+        check_options(self)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option, validate_choices
+from winnow.stages.common.params import check_options, option
 
 POLICIES = ("weight", "soft", "drop-flagged", "coreset", "coreset+weight")
 CALIBRATIONS = ("auto", "noise-rate", "trusted-clean", "trusted-flips")
@@ -25,8 +24,9 @@ class ExportParams:
     )
     flag_threshold: float | None = option(
         None,
-        "noise_score at or above which a row is flagged. Unset or negative: calibrate it "
+        "noise_score at or above which a row is flagged (above 1 flags nothing). Unset: calibrate it "
         "(see --calibration).",
+        min=0,
     )
     calibration: str = option(
         "auto",
@@ -40,20 +40,22 @@ class ExportParams:
         "maximises the expected F1 on trusted rows scored with synthetic flips (see --flip-repeats).",
         choices=CALIBRATIONS,
     )
-    knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.")
+    knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.", min=1)
     knn_weight: float | None = option(
         None,
         "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
-        "out-of-sample probs), in [0, 1]. Unset or negative: chosen per run, the value in 0, 0.1, "
+        "out-of-sample probs). Unset: chosen per run, the value in 0, 0.1, "
         "..., 1 whose posterior best tells the trusted rows' labels from flips of them (see --flip-repeats).",
+        min=0, max=1,
     )
     knn_smoothing: float = option(
-        1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote."
+        1.0, "Laplace pseudo-count spread over the classes in the trusted-neighbour vote.", min=0, finite=True
     )
     meta_weight: float = option(
         0.5,
         "Weight of the meta-weight signal (low weight, often zero) in noise_score relative "
         "to the label signal (weight 1); 0 ignores it.",
+        min=0, finite=True,
     )
     meta_min_agreement: float = option(
         0.7,
@@ -62,41 +64,25 @@ class ExportParams:
         "Below it they are left out of noise_score and of the train weights (--policy weight "
         "and coreset+weight then weigh unflagged rows 1): weights that do not track the noise "
         "only dilute the score and add variance to training.",
+        min=0, max=1,
     )
     include_trusted: bool = option(True, "Also put the trusted rows (clean by definition) in train.parquet.")
     trusted_weight: float = option(
         1.0,
         "Weight of trusted rows in train.parquet (final weights are scaled so that the median "
         "train row has weight 1).",
+        min=0, finite=True,
     )
     flip_repeats: int = option(
         0,
         "Synthetic label flips per trusted row for --calibration trusted-flips and for choosing --knn-weight: "
         "0 = each row flipped to every other class once (exact, no randomness); N = N seeded random flips "
         "(for very many classes; also used when trusted rows x classes exceeds 20 million).",
+        min=0, note="0 = every other class",
     )
     shard_rows: int = option(
-        500_000, "Rows per output Parquet shard for curated/train/flags (0: one file)."
+        500_000, "Rows per output Parquet shard for curated/train/flags (0: one file).", min=0, note="0: one file"
     )
 
     def __post_init__(self) -> None:
-        validate_choices(self)
-
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"option --{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
-
-        if self.knn_k < 1:
-            raise bad("knn_k", ">= 1")
-        if self.flip_repeats < 0:
-            raise bad("flip_repeats", ">= 0 (0 = every other class)")
-        if self.shard_rows < 0:
-            raise bad("shard_rows", ">= 0 (0: one file)")
-        for name in ("trusted_weight", "knn_smoothing", "meta_weight"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise bad(name, "a finite number >= 0")
-        if not 0 <= self.meta_min_agreement <= 1:
-            raise bad("meta_min_agreement", "in [0, 1]")
-        if self.knn_weight is not None and not self.knn_weight <= 1:  # negative (or unset): chosen per run
-            raise bad("knn_weight", "in [0, 1] (or negative to choose it per run)")
-        if self.flag_threshold is not None and math.isnan(self.flag_threshold):  # (above 1 flags nothing)
-            raise bad("flag_threshold", "a number (negative to calibrate it)")
+        check_options(self)

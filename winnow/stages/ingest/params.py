@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option, validate_choices
+from winnow.stages.common.params import check_options, option
 from winnow.stages.ingest.noise import parse_noise
 
 
@@ -36,20 +36,24 @@ class IngestParams:
         "Read image paths anywhere, outside the data root too (the behaviour before --data-root). Only for "
         "manifests you trust: a manifest could name any file this process may read and put it in the report.",
     )
-    trusted_per_class: int = option(0, "Sample this many trusted rows per class (seeded; for experiments).")
+    trusted_per_class: int = option(0, "Sample this many trusted rows per class (seeded; for experiments).",
+                                    min=0, note="0 = none")
     features: str = option("", "Treat the source as a feature table and use this column as the embedding.")
     inject_noise: str = option(
         "",
         "Inject label noise into the train split: uniform:P, pair:P or background:P[:CLASS]; "
         "every chosen label really changes; the original is kept in true_label.",
     )
-    imbalance: float = option(1.0, "Subsample the train split to this max/min class ratio (exponential profile).")
+    imbalance: float = option(1.0, "Subsample the train split to this max/min class ratio (exponential profile).",
+                              min=1, note="a max/min class ratio; 1 = off")
     test_fraction: float = option(
-        -1.0, "Hold out this stratified fraction of unsplit rows as the test split (-1: 0.2 for digits, else 0)."
+        -1.0, "Hold out this stratified fraction of unsplit rows as the test split (-1: 0.2 for digits, else 0).",
+        min=0, max=1, max_open=True, also=-1, note="-1 = the default",
     )
     allow_missing_trusted: bool = option(False, "Allow classes that have no trusted example.")
-    max_rows: int = option(0, "Read at most this many rows of the source (0 = all).")
-    decode_workers: int = option(0, "Threads that decode images to validate them (0 = one per core).")
+    max_rows: int = option(0, "Read at most this many rows of the source (0 = all).", min=0, note="0 = all rows")
+    decode_workers: int = option(0, "Threads that decode images to validate them (0 = one per core).",
+                                 min=0, note="0 = one per core")
     image_size: str = option(
         "",
         "HEIGHTxWIDTH (e.g. 32x32): resize every image of another size to it (scaled to cover, centre-cropped) "
@@ -58,22 +62,13 @@ class IngestParams:
     )
 
     def __post_init__(self) -> None:
-        validate_choices(self)
+        check_options(self)
         if self.inject_noise:
             parse_noise(self.inject_noise)
-        if self.test_fraction != -1 and not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(
-                f"option --test-fraction must be in [0, 1), or -1 for the default, got {self.test_fraction}"
-            )
-        if self.imbalance < 1:
-            raise ValueError(f"option --imbalance is a max/min class ratio and must be >= 1 (1 = off), got {self.imbalance}")
         if self.image_size:
             parse_image_size(self.image_size)
             if self.features:
                 raise ValueError("option --image-size resizes images; a feature table (--features) has none: drop one of them")
-        for name, meaning in (("trusted_per_class", "none"), ("max_rows", "all rows"), ("decode_workers", "one per core")):
-            if getattr(self, name) < 0:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 0 (0 = {meaning}), got {getattr(self, name)}")
 
 
 MAX_IMAGE_SIDE = 8192

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option, validate_choices
+from winnow.stages.common.params import check_options, option
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class SelectParams:
     )
     budget: float = option(
         0.1,
-        "Size of the coreset: a fraction of the eligible train rows if < 1, else a count. "
+        "Size of the coreset: a fraction of the eligible train rows if < 1, else a whole count of rows "
+        "(budget 2 = 2 rows, raised to one per class: the output names it a row count). "
         "For set-cover, 0 means no limit (pick until every point is covered).",
+        min=0,
     )
     per_class_budget: str = option(
         "proportional",
@@ -37,17 +39,19 @@ class SelectParams:
         "(exact up to --exact-threshold rows per class, ivf above).",
         choices=("exact", "ivf", "hnsw", "auto"),
     )
-    k: int = option(10, "Neighbours per point in the kNN similarity graph (facility location).")
+    k: int = option(10, "Neighbours per point in the kNN similarity graph (facility location).", min=1)
     epsilon: float = option(
         0.0,
         "Stochastic greedy epsilon in (0, 1): each step scans (n/budget)*log(1/epsilon) random "
         "candidates. 0 = lazy greedy, which picks exactly what naive greedy picks.",
+        min=0, max=1, max_open=True,
     )
     radius: float = option(
         0.0,
         "Set-cover ball radius in L2 distance between L2-normalised vectors (0..2). "
         "0 = per class, the median distance to the k-th nearest neighbour (at least 4.9e-4). "
         "Balls are inclusive: exact duplicates always share one.",
+        min=0, max=2, note="an L2 distance between unit vectors",
     )
     set_cover_weighting: str = option(
         "count",
@@ -56,37 +60,22 @@ class SelectParams:
         choices=("count", "density"),
     )
     exact_threshold: int = option(
-        20000, "With --index auto: classes with at most this many rows use exact search."
+        20000, "With --index auto: classes with at most this many rows use exact search.", min=1
     )
-    nlist: int = option(0, "IVF cells per class; 0 = 4*sqrt(n) (at least 1).")
-    nprobe: int = option(32, "IVF cells visited per query (higher = better recall, slower).")
-    hnsw_m: int = option(32, "HNSW graph degree M.")
-    ef_search: int = option(128, "HNSW efSearch (higher = better recall, slower).")
+    nlist: int = option(0, "IVF cells per class; 0 = 4*sqrt(n) (at least 1).", min=0)
+    nprobe: int = option(32, "IVF cells visited per query (higher = better recall, slower).", min=1)
+    hnsw_m: int = option(32, "HNSW graph degree M.", min=1)
+    ef_search: int = option(128, "HNSW efSearch (higher = better recall, slower).", min=1)
     workers: int = option(
         0,
         "Classes processed in parallel threads (FAISS releases the GIL); 0 = one per CPU core, "
         "1 = one class at a time. Results do not depend on it.",
+        min=0,
     )
 
     def __post_init__(self) -> None:
-        validate_choices(self)
-        if self.budget < 0:
-            raise ValueError(f"option --budget must be >= 0, got {self.budget}")
+        check_options(self)  # the declared choices and ranges; below, the rules that join two options
         if self.budget == 0 and self.method != "set-cover":
             raise ValueError("option --budget 0 (no limit) is only valid with --method set-cover")
         if self.budget >= 1 and self.budget != int(self.budget):
             raise ValueError(f"option --budget >= 1 is a count and must be whole, got {self.budget}")
-        if self.k < 1:
-            raise ValueError(f"option --k must be >= 1, got {self.k}")
-        if not 0.0 <= self.epsilon < 1.0:
-            raise ValueError(f"option --epsilon must be in [0, 1), got {self.epsilon}")
-        if not 0.0 <= self.radius <= 2.0:
-            raise ValueError(
-                f"option --radius is an L2 distance between unit vectors and must be in [0, 2], got {self.radius}"
-            )
-        for name in ("exact_threshold", "nprobe", "hnsw_m", "ef_search"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("nlist", "workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

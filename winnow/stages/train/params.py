@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option, validate_choices
+from winnow.stages.common.params import check_options, option
 
 MODELS = ("auto", "cnn", "mlp")
 WEIGHTINGS = ("sampler", "loss", "none")
@@ -22,11 +22,11 @@ class TrainParams:
         "cnn for images up to 32 px; larger images need --model cnn or --features).",
         choices=MODELS,
     )
-    epochs: int = option(20, "Passes over the training manifest.")
-    batch_size: int = option(128, "Examples per optimisation step.")
-    lr: float = option(0.05, "Peak SGD learning rate.")
-    momentum: float = option(0.9, "SGD (Nesterov) momentum.")
-    weight_decay: float = option(5e-4, "L2 weight decay.")
+    epochs: int = option(20, "Passes over the training manifest.", min=1)
+    batch_size: int = option(128, "Examples per optimisation step.", min=2, note="BatchNorm trains on two or more")
+    lr: float = option(0.05, "Peak SGD learning rate.", min=0, min_open=True)
+    momentum: float = option(0.9, "SGD (Nesterov) momentum.", min=0, max=1, max_open=True)
+    weight_decay: float = option(5e-4, "L2 weight decay.", min=0)
     schedule: str = option("cosine", "Learning-rate schedule over all steps.", choices=SCHEDULES)
     weighting: str = option(
         "sampler",
@@ -35,21 +35,10 @@ class TrainParams:
         choices=WEIGHTINGS,
     )
     features: str = option("", "Train on this vector column (e.g. embedding) instead of the images; '' = images.")
-    hidden: int = option(256, "Hidden width of the MLP.")
-    width: int = option(32, "Channels of the CNN's first block (doubled per block).")
+    hidden: int = option(256, "Hidden width of the MLP.", min=1)
+    width: int = option(32, "Channels of the CNN's first block (doubled per block).", min=1)
     augment: bool = option(False, "Random 4-px-padded crops and horizontal flips of images (natural images, not digits).")
-    eval_batch_size: int = option(1024, "Examples per evaluation forward pass.")
+    eval_batch_size: int = option(1024, "Examples per evaluation forward pass.", min=1)
 
     def __post_init__(self) -> None:
-        validate_choices(self)
-        for name in ("epochs", "batch_size", "hidden", "width", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise ValueError(f"option --batch-size must be >= 2 (BatchNorm trains on two or more), got {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"option --lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"option --momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"option --weight-decay must be >= 0, got {self.weight_decay}")
+        check_options(self)

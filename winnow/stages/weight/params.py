@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from winnow.stages.common.params import option
+from winnow.stages.common.params import check_options, option
 
 METHODS = ("l2rw", "mwn", "bilevel", "soseleto", "none")
 
@@ -18,8 +18,8 @@ class WeightParams:
                          "2018), SOSELETO (Litany & Freedman), or none (plain training, the baseline).",
                          choices=METHODS)
     rounds: int = option(1, "Number of weighting rounds; each round trains for --epochs epochs and "
-                         "gets its own round_<r> column.")
-    epochs: int = option(5, "Epochs per round.")
+                         "gets its own round_<r> column.", min=1)
+    epochs: int = option(5, "Epochs per round.", min=1)
     round_init: str = option("continue", "Start of each round after the first: continue from the "
                              "current model, or restart from a fresh initialisation (weights, alphas "
                              "and the Meta-Weight-Net persist).", choices=("continue", "restart"))
@@ -27,39 +27,40 @@ class WeightParams:
                             "or the full backbone plus head on the images (for GPUs).",
                             choices=("head", "full"))
     head: str = option("linear", "Head on the embeddings for --trainable head.", choices=("linear", "mlp"))
-    head_hidden: int = option(256, "Hidden width of the mlp head.")
+    head_hidden: int = option(256, "Hidden width of the mlp head.", min=1)
     subset: str = option("all", "Train on all training examples, or on the select stage's coreset with "
                          "its CRAIG weights multiplying the losses.", choices=("all", "coreset"))
     reselect_every: int = option(0, "With --subset coreset: re-select the coreset from the current "
-                                 "model's gradient embeddings every this many epochs (0: never).")
-    meta_interval: int = option(1, "Meta-Weight-Net: update the weighting net every this many steps.")
-    lr: float = option(0.1, "Learning rate of the model's momentum SGD (also the look-ahead step size).")
+                                 "model's gradient embeddings every this many epochs (0: never).", min=0)
+    meta_interval: int = option(1, "Meta-Weight-Net: update the weighting net every this many steps.", min=1)
+    lr: float = option(0.1, "Learning rate of the model's momentum SGD (also the look-ahead step size).",
+                       min=0, min_open=True)
     lr_schedule: str = option("cosine", "Learning-rate schedule within each round.",
                               choices=("cosine", "constant"))
-    momentum: float = option(0.9, "SGD momentum.")
+    momentum: float = option(0.9, "SGD momentum.", min=0)
     weight_decay: float | None = option(None, "SGD weight decay. Default: 5e-3 for --trainable head (it "
                                         "keeps the head from saturating, which would zero the trusted "
-                                        "gradient every method reads), the papers' 5e-4 for full.")
-    batch_size: int = option(100, "Training examples per step.")
+                                        "gradient every method reads), the papers' 5e-4 for full.", min=0)
+    batch_size: int = option(100, "Training examples per step.", min=1)
     trusted_batch_size: int | None = option(None, "Trusted examples per meta step (l2rw, mwn, soseleto; Deep "
                                                   "Bilevel's validation batch when each mini-batch is one example). "
                                                   "Default: every trusted row with --trainable head (cheap in closed form, "
                                                   "and an exact trusted gradient keeps the weights informative once "
-                                                  "the head fits), 100 with --trainable full.")
+                                                  "the head fits), 100 with --trainable full.", min=1)
     bilevel_batches: int | None = option(None, "Deep Bilevel: mini-batches per step (k); the step's batch is "
                                                "split into k mini-batches sharing one label distribution. Default: one "
                                                "per example with --trainable head (per-example weights, in closed "
-                                               "form), the paper's 8 with --trainable full.")
-    bilevel_mu: float = option(0.01, "Deep Bilevel: mu in omega_i = <g_V, g_i> / (<g_i, g_i> + mu).")
+                                               "form), the paper's 8 with --trainable full.", min=1)
+    bilevel_mu: float = option(0.01, "Deep Bilevel: mu in omega_i = <g_V, g_i> / (<g_i, g_i> + mu).", min=0)
     bilevel_validation: str = option("trusted", "Deep Bilevel: take the validation mini-batch from the "
                                      "trusted set (winnow's default) or from the noisy training data "
                                      "(the paper's mode).", choices=("trusted", "train"))
     lr_alpha: float = option(10.0, "SOSELETO: step size of the per-example alpha update "
-                             "alpha <- clip(alpha + lr_alpha * lr * d, 0, 1).")
-    alpha_init: float = option(0.5, "SOSELETO: initial alpha of every training example.")
-    mwn_lr: float = option(1e-3, "Meta-Weight-Net: Adam learning rate of the weighting net.")
-    mwn_weight_decay: float = option(1e-4, "Meta-Weight-Net: Adam weight decay of the weighting net.")
-    mwn_hidden: int = option(100, "Meta-Weight-Net: hidden width of the weighting net (paper: 100).")
+                             "alpha <- clip(alpha + lr_alpha * lr * d, 0, 1).", min=0)
+    alpha_init: float = option(0.5, "SOSELETO: initial alpha of every training example.", min=0, max=1)
+    mwn_lr: float = option(1e-3, "Meta-Weight-Net: Adam learning rate of the weighting net.", min=0, min_open=True)
+    mwn_weight_decay: float = option(1e-4, "Meta-Weight-Net: Adam weight decay of the weighting net.", min=0)
+    mwn_hidden: int = option(100, "Meta-Weight-Net: hidden width of the weighting net (paper: 100).", min=1)
 
     # The defaults that depend on --trainable: a head is cheap in closed form and saturates without
     # a stronger decay; a full network keeps the papers' values (docs/design-notes.md).
@@ -84,24 +85,5 @@ class WeightParams:
         return batch if self.trainable == "head" else 8
 
     def validate(self) -> None:
-        """Raise ValueError naming the option when a value is out of range."""
-        from winnow.stages.common.params import validate_choices
-
-        validate_choices(self)
-        positive = ("rounds", "epochs", "batch_size", "meta_interval", "mwn_hidden", "head_hidden")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "mwn_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"option --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum", "bilevel_mu", "lr_alpha", "mwn_weight_decay", "reselect_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("trusted_batch_size", "bilevel_batches"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise ValueError(f"option --weight-decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.alpha_init <= 1.0:
-            raise ValueError(f"option --alpha-init must be in [0, 1], got {self.alpha_init}")
+        """Raise ValueError naming the option when a value breaks its declared choices or range."""
+        check_options(self)

@@ -38,3 +38,19 @@ def test_silent_below_info_and_throttled(no_bars, caplog):
         list(progress.track(range(1000), "embed", total=1000))
     assert [r.getMessage() for r in caplog.records][-1].startswith("embed: 1000 done in")
     assert len(caplog.records) == 1
+
+
+def test_plain_lines_without_a_terminal_and_without_v(monkeypatch, capsys, caplog):
+    """Issue 20: without a terminal and without -v a long stage printed nothing until it ended."""
+    progress.set_enabled(False, plain_lines=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger=progress.log.name):
+            list(progress.track(range(50), "embed", total=50))  # short: nothing at all
+            assert capsys.readouterr().err == ""
+            monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+            list(progress.track(range(2), "warmup epoch 1/3", total=2))
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith("winnow: warmup epoch 1/3: 1/2 (50%)") and "elapsed" in err[0]
+        assert err[-1].startswith("winnow: warmup epoch 1/3: 2 done in")
+    finally:
+        progress.set_enabled(False)

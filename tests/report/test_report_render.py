@@ -57,8 +57,10 @@ def test_every_user_string_is_escaped(curated):
     page = _render(curated, title='<img src=x onerror="alert(2)"> run')
     assert "<script" not in page.lower()
     assert EVIL_CLASS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert EVIL_ID not in page and "row&quot;7&#x27;&lt;b&gt;&amp;" in page
-    assert "&lt;bad&gt; &amp; &quot;broken&quot;" in page  # the error reason
+    # Quotes as either entity form (html.escape's &quot;/&#x27; or the template engine's &#34;/&#39;).
+    q, a = "(&quot;|&#34;)", "(&#x27;|&#39;)"
+    assert EVIL_ID not in page and re.search(f"row{q}7{a}&lt;b&gt;&amp;", page)
+    assert re.search(f"&lt;bad&gt; &amp; {q}broken{q}", page)  # the error reason
     assert "onerror" not in {k for _, k, _ in _parse(page).attrs}
     text = "".join(_parse(page).text)
     assert EVIL_CLASS in text and EVIL_ID in text  # ...and reads back as the original strings
@@ -170,3 +172,33 @@ def test_meta_weight_net_curve_is_labelled_as_such_and_rounds_still_shown(curate
     assert "Weight curve" in page and "Mean weight per round" in page
     assert calls[0]["xlabel"] == "per-example loss" and "x" in calls[0]
     assert calls[1].get("xlabel", "round") == "round"
+
+
+def test_template_escapes_a_script_in_a_label_name_and_a_file_name():
+    """The page is a jinja2 template with autoescape: a class name and a uri (file name) carrying
+    a script stay text wherever they appear (per-class table, confusion matrix, flagged figures,
+    summary keys)."""
+    evil_name, evil_uri = "<script>alert('cls')</script>", '/data/<script>alert("uri")</script>.png'
+    table = make_curated(classes=["zero", evil_name, "two", "three"])
+    table = table.set_column(table.schema.get_field_index("uri"), "uri", pa.array([evil_uri] * table.num_rows))
+    page = render_report(table, {evil_name: {evil_uri: 1}}, top=3)
+    assert "<script" not in page.lower() and "alert(" in page
+    parsed = _parse(page)
+    assert "script" not in parsed.tags
+    text = "".join(parsed.text)
+    assert text.count(evil_uri) == 3 + 1  # three flagged figures and the summary key
+    assert text.count(evil_name) >= 3  # per-class table, confusion row and column, summary
+
+
+def test_the_template_ships_as_package_data():
+    """The page is a template file, not code: the wheel has it only if pyproject lists it."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    folder = root / "winnow" / "stages" / "report"
+    templates = [p.relative_to(folder).as_posix() for p in (folder / "templates").iterdir()]
+    assert templates
+    for name in templates:
+        assert any(fnmatch.fnmatch(name, g) for g in package_data["winnow.stages.report"]), name

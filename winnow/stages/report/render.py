@@ -1,24 +1,29 @@
 """One self-contained HTML page that shows what export found: pure core of ``winnow report``.
 
 No network, no external CSS, JS or fonts: plots are matplotlib PNGs and thumbnails PNGs, both
-embedded as base64 data URIs, and the page has no script at all. Every string that comes from
-the data or the user (class names, ids, uris, errors, summary keys, the title) goes through
-``html.escape``. Sections render from whatever columns the table has, so a partial run still
-gets a report, with a note where a section has nothing to show.
+embedded as base64 data URIs, and the page has no script at all. The page is the jinja2 template
+``templates/report.html.j2`` (package data) rendered with autoescape on, so every string that
+comes from the data or the user (class names, ids, uris, errors, summary keys, the title) is
+escaped by the template engine rather than by hand; this module only computes what the page
+shows, as plain data. Sections render from whatever columns the table has, so a partial run
+still gets a report, with a note where a section has nothing to show.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jinja2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from markupsafe import Markup
 from PIL import Image
+from sklearn.metrics import confusion_matrix
 
 from winnow.stages.common.images import ImageError, encode_png, image_to_array, open_image
 from winnow.stages.common.schema import TRAIN
@@ -27,6 +32,7 @@ from winnow.stages.report.inspect import flagged_indices, known_class_names
 
 MAX_TABLE_CLASSES = 30  # beyond this, the confusion matrix is drawn as an image
 THUMB_MIN, THUMB_MAX = 64, 128  # thumbnail side in px: tiny images are enlarged, big ones shrunk
+MAX_RECORDS, MAX_ITEMS = 200, 50  # rows of a list of dicts, items of a list, shown in the summary tables
 
 CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
@@ -54,72 +60,69 @@ img.plot{max-width:100%;height:auto}
 """
 
 
-def esc(value: Any) -> str:
-    """``html.escape`` of ``str(value)``, quotes included (safe in text and attribute values)."""
-    return html.escape(str(value), quote=True)
-
-
 def fmt(value: Any) -> str:
-    """A scalar for display, escaped: floats to 4 significant digits, None as an em dash."""
+    """A scalar for display: floats to 4 significant digits, None as an em dash. Not escaped:
+    the template escapes what it returns (the em dash is the page's own markup)."""
     if value is None:
-        return "&mdash;"
+        return Markup("&mdash;")
     if isinstance(value, bool):
-        return esc(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        return esc(f"{value:.4g}")
-    if isinstance(value, (np.floating,)):
-        return fmt(float(value))
-    return esc(value)
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
 
 
-def render_value(value: Any, *, depth: int = 0) -> str:
-    """Any JSON-like value (dict, list, scalar) as escaped HTML: dicts become key/value tables,
-    lists of dicts tables with one column per key, short lists of scalars comma-joined."""
-    if isinstance(value, Mapping):
-        if not value:
-            return '<span class="muted">(empty)</span>'
-        rows = "".join(
-            f'<tr><th class="l">{esc(k)}</th><td class="l">{render_value(v, depth=depth + 1)}</td></tr>'
-            for k, v in value.items()
-        )
-        return f"<table>{rows}</table>"
-    if isinstance(value, (list, tuple)):
-        if value and all(isinstance(v, Mapping) for v in value):
-            keys = list(dict.fromkeys(k for v in value for k in v))
-            head = "".join(f"<th>{esc(k)}</th>" for k in keys)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{render_value(v.get(k), depth=depth + 1)}</td>" for k in keys) + "</tr>"
-                for v in value[:200]
-            )
-            more = f'<p class="note">{len(value) - 200} more rows not shown</p>' if len(value) > 200 else ""
-            return f"<table><tr>{head}</tr>{body}</table>{more}"
-        shown = ", ".join(render_value(v, depth=depth + 1) for v in value[:50])
-        return shown + (f" &hellip; ({len(value)} items)" if len(value) > 50 else "")
-    return fmt(value)
+def _record_keys(records: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The keys of a list of dicts, in first-seen order: one table column per key."""
+    return list(dict.fromkeys(k for r in records for k in r))
 
 
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{esc(title)}</h2>{body}</section>'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img class="plot" src="{uri}" alt="{esc(alt)}">'
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int = 1) -> str:
-    """A table whose first ``left`` columns are left-aligned text; every cell goes through fmt."""
-    head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{fmt(v)}</td>' for i, v in enumerate(r)) + "</tr>"
-        for r in rows
+@functools.cache
+def _template() -> jinja2.Template:
+    """The page template (package data), with autoescape on for every value it renders."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("winnow.stages.report", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    env.filters.update(fmt=fmt, record_keys=_record_keys)
+    env.tests.update(
+        mapping_value=lambda v: isinstance(v, Mapping),
+        list_value=lambda v: isinstance(v, (list, tuple)),
+        record_list=lambda v: all(isinstance(x, Mapping) for x in v),
+    )
+    env.globals.update(max_records=MAX_RECORDS, max_items=MAX_ITEMS)
+    return env.get_template("report.html.j2")
+
+
+# A section is {"id", "title", "parts"}; a part is a dict whose "kind" the template's part() macro
+# renders: note, h3, img, table, value (any JSON-like value), cards, confusion, figures.
+Part = dict[str, Any]
+
+
+def _section(sid: str, title: str, *parts: Part) -> dict[str, Any]:
+    return {"id": sid, "title": title, "parts": list(parts)}
+
+
+def _note(text: str) -> Part:
+    return {"kind": "note", "text": text}
+
+
+def _h3(text: str) -> Part:
+    return {"kind": "h3", "text": text}
+
+
+def _img(uri: str, alt: str) -> Part:
+    return {"kind": "img", "uri": uri, "alt": alt}
+
+
+def _value(value: Any) -> Part:
+    return {"kind": "value", "value": value}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int = 1) -> Part:
+    """A table whose first ``left`` columns are left-aligned text; every cell goes through fmt."""
+    return {"kind": "table", "header": list(header), "rows": [list(r) for r in rows], "left": left}
 
 
 class _View:
@@ -171,7 +174,7 @@ class _View:
         return np.bincount(self.label[sel], weights=w, minlength=self.k)[: self.k]
 
 
-def _summary_section(v: _View, summary: Mapping[str, Any]) -> str:
+def _summary_section(v: _View, summary: Mapping[str, Any]) -> dict[str, Any]:
     cards = [("rows", v.n), ("training rows", int(v.train.sum())), ("rows with errors", int((~v.usable).sum()))]
     if v.flag is not None:
         flagged = int((v.flag & v.train).sum())
@@ -190,14 +193,11 @@ def _summary_section(v: _View, summary: Mapping[str, Any]) -> str:
         cards.append(("meta weights in noise_score", f"{verdict} (agreement {check['agreement_auroc']:.2f})"))
     if "selected" in v.table.column_names:
         cards.append(("coreset size", int(pc.sum(pc.fill_null(v.table.column("selected"), False)).as_py() or 0)))
-    body = '<div class="cards">' + "".join(
-        f'<div class="card"><b>{fmt(val)}</b><span>{esc(name)}</span></div>' for name, val in cards
-    ) + "</div>"
-    body += "<h3>summary.json</h3>" + (render_value(dict(summary)) if summary else _note("empty summary"))
-    return _section("summary", "Summary", body)
+    return _section("summary", "Summary", {"kind": "cards", "cards": cards}, _h3("summary.json"),
+                    _value(dict(summary)) if summary else _note("empty summary"))
 
 
-def _classes_section(v: _View) -> str:
+def _classes_section(v: _View) -> dict[str, Any]:
     if v.label is None or v.k == 0:
         return _section("classes", "Per-class noise", _note("the table has no labels"))
     total = v.per_class(v.train)
@@ -222,28 +222,22 @@ def _classes_section(v: _View) -> str:
     return _section("classes", "Per-class noise", _table(header, rows))
 
 
-def _confusion_section(v: _View) -> str:
+def _confusion_section(v: _View) -> dict[str, Any]:
     title = "Given vs suggested labels"
     if v.suggested is None or v.label is None or v.k == 0:
         return _section("confusion", title, _note("no suggested labels in this table"))
     sel = v.train & (v.label >= 0) & (v.label < v.k) & (v.suggested >= 0) & (v.suggested < v.k)
-    matrix = np.bincount(v.label[sel] * v.k + v.suggested[sel], minlength=v.k * v.k).reshape(v.k, v.k)
+    matrix = confusion_matrix(v.label[sel], v.suggested[sel], labels=np.arange(v.k))
     intro = _note("rows: given label; columns: suggested label; off-diagonal cells are proposed relabels")
     if v.k > MAX_TABLE_CLASSES:
-        return _section("confusion", title, intro + _img(
+        return _section("confusion", title, intro, _img(
             plots.matrix_plot(matrix, xlabel="suggested label", ylabel="given label"), "confusion matrix"))
     frac = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    head = '<tr><th class="l">given \\ suggested</th>' + "".join(f"<th>{esc(n)}</th>" for n in v.names) + "</tr>"
-    body = ""
-    for r in range(v.k):
-        cells = ""
-        for c in range(v.k):
-            # Diagonal cells in blue, relabel proposals in red; opacity follows the row fraction.
-            rgb = "48,99,142" if r == c else "209,73,91"
-            cells += f'<td style="background:rgba({rgb},{0.08 + 0.7 * frac[r, c]:.3f})">{int(matrix[r, c])}</td>' \
-                if matrix[r, c] else "<td></td>"
-        body += f'<tr><th class="l">{esc(v.names[r])}</th>{cells}</tr>'
-    return _section("confusion", title, intro + f'<table class="confusion">{head}{body}</table>')
+    # Diagonal cells in blue, relabel proposals in red; opacity follows the row fraction.
+    rows = [{"name": v.names[r], "cells": [
+        {"count": int(matrix[r, c]), "rgb": "48,99,142" if r == c else "209,73,91",
+         "alpha": f"{0.08 + 0.7 * frac[r, c]:.3f}"} for c in range(v.k)]} for r in range(v.k)]
+    return _section("confusion", title, intro, {"kind": "confusion", "names": v.names, "rows": rows})
 
 
 def _round_curves(v: _View) -> dict[str, list[float]]:
@@ -266,8 +260,7 @@ def _round_curves(v: _View) -> dict[str, list[float]]:
     }
 
 
-def _weights_section(v: _View, weight_curve: Mapping[str, Any] | None) -> str:
-    title = "Weights"
+def _weights_section(v: _View, weight_curve: Mapping[str, Any] | None) -> dict[str, Any]:
     parts = []
     if v.weight is not None and v.flag is not None and v.train.any():
         sel = v.train
@@ -282,32 +275,31 @@ def _weights_section(v: _View, weight_curve: Mapping[str, Any] | None) -> str:
         x = curve.pop("x", None)
         series = {k: s for k, s in curve.items() if isinstance(s, (list, tuple, np.ndarray))}
         if series:  # Meta-Weight-Net's learnt loss -> weight function
-            parts.append("<h3>Weight curve</h3>" + _img(plots.curve_plot(
-                series, x=x, xlabel="per-example loss", ylabel="weight (Meta-Weight-Net)"), "weight curve"))
+            parts += [_h3("Weight curve"), _img(plots.curve_plot(
+                series, x=x, xlabel="per-example loss", ylabel="weight (Meta-Weight-Net)"), "weight curve")]
     curves = _round_curves(v)
     if curves:
-        parts.append("<h3>Mean weight per round</h3>" + _img(plots.curve_plot(curves), "mean weight per round"))
-    return _section("weights", title, "".join(parts))
+        parts += [_h3("Mean weight per round"), _img(plots.curve_plot(curves), "mean weight per round")]
+    return _section("weights", "Weights", *parts)
 
 
-def _thumbnail(image: bytes | None, uri: str | None) -> str:
-    """An ``<img>`` with the example as a PNG data URI, or a placeholder naming why it cannot be shown."""
+def _thumbnail(image: bytes | None, uri: str | None) -> dict[str, str]:
+    """The example as base64 PNG (``data``), or why it cannot be shown (``error``)."""
     try:
         img = open_image(image, uri)
         img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
     except ImageError as exc:
-        return f'<div class="noimg" title="{esc(exc)}">no image</div>'
+        return {"data": "", "error": str(exc)}
     side = max(img.size)
     if side < THUMB_MIN:  # enlarge tiny images (8x8 digits) with crisp pixels
         f = math.ceil(THUMB_MIN / side)
         img = img.resize((img.width * f, img.height * f), Image.Resampling.NEAREST)
     elif side > THUMB_MAX:
         img.thumbnail((THUMB_MAX, THUMB_MAX))
-    data = base64.b64encode(encode_png(image_to_array(img))).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="example">'
+    return {"data": base64.b64encode(encode_png(image_to_array(img))).decode("ascii"), "error": ""}
 
 
-def _flagged_section(v: _View, top: int) -> str:
+def _flagged_section(v: _View, top: int) -> dict[str, Any]:
     title = f"Top {top} flagged examples"
     if v.flag is None or v.score is None:
         return _section("flagged", title, _note("no noise_flag/noise_score columns in this table"))
@@ -319,30 +311,25 @@ def _flagged_section(v: _View, top: int) -> str:
     def col(name: str) -> list[Any]:
         return t.column(name).to_pylist() if name in t.column_names else [None] * len(t)
 
+    def name(label: int, unknown: str | None = None) -> str:
+        return v.names[label] if 0 <= label < v.k else (str(label) if unknown is None else unknown)
+
     conf, uris = col("suggested_confidence"), col("uri")
     figures = []
     for i, (rid, image) in enumerate(zip(col("id"), col("image"))):
         r = int(rows[i])
-        given = v.names[v.label[r]] if 0 <= v.label[r] < v.k else str(v.label[r])
-        sug = (v.names[v.suggested[r]] if 0 <= v.suggested[r] < v.k else "?") if v.suggested is not None else "?"
-        truth = ""
-        if v.true_label is not None and v.true_label[r] >= 0:
-            tname = v.names[v.true_label[r]] if v.true_label[r] < v.k else str(v.true_label[r])
-            truth = f'<br><span class="muted">truth: {esc(tname)}</span>'
-        uri = f'<br><span class="muted">{esc(uris[i])}</span>' if uris[i] else ""
-        figures.append(
-            f"<figure>{_thumbnail(image, uris[i])}<figcaption><b>{esc(rid)}</b><br>"
-            f'given: <span class="given">{esc(given)}</span><br>'
-            f'suggested: <span class="sugg">{esc(sug)}</span> ({fmt(conf[i])})<br>'
-            f"score {fmt(float(v.score[r]))}"
-            + (f", weight {fmt(float(v.weight[r]))}" if v.weight is not None else "")
-            + f"{truth}{uri}</figcaption></figure>"
-        )
-    return _section("flagged", title, f'<div class="grid">{"".join(figures)}</div>')
+        known = v.true_label is not None and v.true_label[r] >= 0
+        figures.append({
+            "thumbnail": _thumbnail(image, uris[i]), "id": rid, "given": name(v.label[r]),
+            "suggested": name(v.suggested[r], "?") if v.suggested is not None else "?",
+            "confidence": conf[i], "score": float(v.score[r]),
+            "has_weight": v.weight is not None, "weight": float(v.weight[r]) if v.weight is not None else None,
+            "truth": name(v.true_label[r]) if known else None, "uri": uris[i],
+        })
+    return _section("flagged", title, {"kind": "figures", "figures": figures})
 
 
-def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> str:
-    title = "Coreset coverage"
+def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     parts = []
     if "selected" in v.table.column_names and v.k:
         selected = pc.fill_null(v.table.column("selected"), False).to_numpy(zero_copy_only=False).astype(bool)
@@ -362,18 +349,18 @@ def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> str
     else:
         parts.append(_note("no coreset selection in this run"))
     if coreset_metrics:
-        parts.append("<h3>Selection metrics</h3>" + render_value(dict(coreset_metrics)))
-    return _section("coreset", title, "".join(parts))
+        parts += [_h3("Selection metrics"), _value(dict(coreset_metrics))]
+    return _section("coreset", "Coreset coverage", *parts)
 
 
-def _errors_section(v: _View) -> str:
+def _errors_section(v: _View) -> dict[str, Any]:
     if "error" not in v.table.column_names or v.usable.all():
         return _section("errors", "Rows with errors", _note("no row has an error"))
     counts = pc.value_counts(v.table.column("error").filter(pc.is_valid(v.table.column("error")))).to_pylist()
     counts.sort(key=lambda d: -d["counts"])
     rows = [[d["values"], d["counts"]] for d in counts[:50]]
-    more = _note(f"{len(counts) - 50} more distinct errors not shown") if len(counts) > 50 else ""
-    return _section("errors", "Rows with errors", _table(["error", "rows"], rows) + more)
+    more = [_note(f"{len(counts) - 50} more distinct errors not shown")] if len(counts) > 50 else []
+    return _section("errors", "Rows with errors", _table(["error", "rows"], rows), *more)
 
 
 def render_report(
@@ -426,20 +413,9 @@ def render_report(
         _coreset_section(v, coreset_metrics),
     ]
     if evaluation:
-        sections.append(_section("evaluation", "Evaluation against the truth", render_value(dict(evaluation))))
+        sections.append(_section("evaluation", "Evaluation against the truth", _value(dict(evaluation))))
     sections.append(_errors_section(v))
-    nav = " ".join(
-        f'<a href="#{sid}">{esc(name)}</a>'
-        for sid, name in [("summary", "Summary"), ("classes", "Classes"), ("confusion", "Relabels"),
-                          ("weights", "Weights"), ("flagged", "Flagged"), ("coreset", "Coreset")]
-        + ([("evaluation", "Evaluation")] if evaluation else []) + [("errors", "Errors")]
-    )
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        # A CSP that forbids every remote load and every script: the page must stand alone.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-        "style-src 'unsafe-inline'\">"
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body><main>"
-        f"<h1>{esc(title)}</h1><nav>{nav}</nav>\n" + "\n".join(sections) + "\n</main></body></html>\n"
-    )
+    nav = ([("summary", "Summary"), ("classes", "Classes"), ("confusion", "Relabels"), ("weights", "Weights"),
+            ("flagged", "Flagged"), ("coreset", "Coreset")]
+           + ([("evaluation", "Evaluation")] if evaluation else []) + [("errors", "Errors")])
+    return _template().render(title=title, css=Markup(CSS), nav=nav, sections=sections)

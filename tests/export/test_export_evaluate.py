@@ -74,3 +74,23 @@ def test_mixture_calibration_known_answer():
     w = np.concatenate([np.full(50, 0.9 / 50), np.full(50, 0.1 / 50)])
     train2 = np.concatenate([np.full(630, 0.1), np.full(70, 0.4), np.full(300, 0.9)])
     assert mixture_noise_rate(train2, clean2, w, quantiles=(0.5,)) == pytest.approx(0.3, abs=1e-9)
+
+
+def test_trusted_flips_threshold_is_the_one_sklearns_roc_curve_gives():
+    """calibrate.threshold_max_expected_f1 keeps its two searchsorted lines (sklearn's roc_curve gives
+    the same ROC points but F1 values that differ in the last bit; design notes): check the points."""
+    from sklearn.metrics import roc_curve
+
+    from winnow.stages.export.calibrate import threshold_max_expected_f1
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        clean = np.round(rng.beta(2, 5, rng.integers(2, 60)), 1)  # heavy ties
+        noisy = np.round(rng.beta(5, 2, rng.integers(2, 200)), 1)
+        pi = rng.uniform(0.05, 0.6)
+        fpr, tpr, thr = roc_curve(np.r_[np.zeros(len(clean)), np.ones(len(noisy))], np.r_[clean, noisy],
+                                  drop_intermediate=False)
+        f1 = 2 * pi * tpr[1:] / (pi * tpr[1:] + (1 - pi) * fpr[1:] + pi)
+        best = len(f1) - 1 - int(np.argmax(f1[::-1]))  # ties: the lowest threshold, as the hand version
+        got = threshold_max_expected_f1(clean, noisy, pi)
+        assert got[0] == thr[1:][best] and got[1] == pytest.approx(f1[best], rel=1e-12)

@@ -3,8 +3,8 @@
 A row is *noisy* when its given ``label`` differs from the truth. Only scored rows count (train
 split, no error, non-null ``noise_score``). Reported overall and per given label:
 precision, recall and F1 of ``noise_flag``; AUROC of ``noise_score``; AUROC of the raw meta
-``weight`` read as "low weight = noisy" (when the curated table has weights). AUROC is the
-Mann-Whitney statistic (ties count one half); it is None when a group has only one kind of row.
+``weight`` read as "low weight = noisy" (when the curated table has weights). The metrics are
+scikit-learn's; AUROC counts ties one half and is None when a group has only one kind of row.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.stats import rankdata
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from winnow.stages.common.arrow import class_names
 
@@ -20,10 +20,13 @@ from winnow.stages.common.arrow import class_names
 def auroc(is_positive: np.ndarray, score: np.ndarray) -> float | None:
     """Area under the ROC curve of ``score`` for ``is_positive`` (higher score = positive).
 
+    scikit-learn's :func:`~sklearn.metrics.roc_auc_score`, with None instead of its error for
+    a group that has one kind of row only (a class without noisy rows is common).
+
     Parameters
     ----------
     is_positive : (m,) bool.
-    score : (m,) float; ties count one half.
+    score : (m,) float, finite; ties count one half.
 
     Returns
     -------
@@ -31,21 +34,18 @@ def auroc(is_positive: np.ndarray, score: np.ndarray) -> float | None:
     """
     is_positive = np.asarray(is_positive, dtype=bool)
     n_pos = int(is_positive.sum())
-    n_neg = len(is_positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == len(is_positive):
         return None
-    ranks = rankdata(score, method="average")
-    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(is_positive, score))
 
 
 def _prf(noisy: np.ndarray, flag: np.ndarray) -> dict:
-    tp = int((noisy & flag).sum())
-    fp = int((~noisy & flag).sum())
-    fn = int((noisy & ~flag).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+    """Precision, recall and F1 of ``flag`` for ``noisy`` (0 where undefined), and the counts."""
+    _, fp, fn, tp = (int(v) for v in confusion_matrix(noisy, flag, labels=[False, True]).ravel())
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        noisy, flag, labels=[True], average=None, zero_division=0.0)
+    return {"precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
+            "tp": tp, "fp": fp, "fn": fn}
 
 
 def _metrics(noisy: np.ndarray, flag: np.ndarray, score: np.ndarray, weight: np.ndarray | None) -> dict:

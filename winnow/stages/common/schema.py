@@ -71,6 +71,9 @@ NOISE_COLUMNS = ("noise_score", "noise_flag", "suggested_label", "suggested_conf
 # Columns DESIGN.md reserves for export's --fdr and audit (written by later versions).
 AUDIT_COLUMNS = ("noise_pvalue", "noise_flag_fdr", "duplicate_of", "duplicate_kind", "outlier_score")
 
+# The manifest column applied review decisions add (winnow.stages.review.apply).
+REVIEW_ACTION = "review_action"
+
 # What ingest reads from a manifest file itself; every other column is the user's and passes
 # through to manifest.parquet and the exported manifests unchanged.
 SOURCE_COLUMNS = ("id", "uri", "image", "label", "split")
@@ -79,7 +82,7 @@ SOURCE_COLUMNS = ("id", "uri", "image", "label", "split")
 # with one of these names would be replaced or would clash, so ingest refuses it.
 RESERVED_COLUMNS = frozenset(
     MANIFEST_SCHEMA.names + ["label_raw", EMBEDDING, PROBS, GRAD_EMBEDDING] + CORESET_SCHEMA.names
-    + list(WEIGHT_COLUMNS) + list(NOISE_COLUMNS) + list(AUDIT_COLUMNS)
+    + list(WEIGHT_COLUMNS) + list(NOISE_COLUMNS) + list(AUDIT_COLUMNS) + [REVIEW_ACTION]
 )
 
 
@@ -91,4 +94,4 @@ def is_reserved(name: str) -> bool:
 def user_columns(manifest: pa.Table | pa.Schema) -> list[str]:
     """The user's own columns of a manifest: those that are not winnow's, in file order."""
     names = manifest.names if isinstance(manifest, pa.Schema) else manifest.column_names
-    return [c for c in names if c not in MANIFEST_SCHEMA.names]
+    return [c for c in names if c not in MANIFEST_SCHEMA.names and not is_reserved(c)]

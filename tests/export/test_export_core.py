@@ -376,3 +376,15 @@ def test_result_repr_is_short_and_names_the_shapes(run, res):
     assert f"flags=Table(rows={res.flags.num_rows}," in text
     assert "summary=dict(keys=[rows, splits," in text
     assert "ex00000" not in text  # no row values
+
+
+def test_every_policy_and_calibration_choice_has_one_table_entry():
+    """--policy and --calibration are tables of strategies: each choice the CLI offers has exactly
+    one entry, so adding one is an entry there plus the choice."""
+    from winnow.stages.export.core import CALIBRATIONS, POLICIES_BY_NAME
+    from winnow.stages.export.params import CALIBRATIONS as CALIBRATION_CHOICES
+    from winnow.stages.export.params import POLICIES
+
+    assert set(POLICIES_BY_NAME) == set(POLICIES)
+    assert set(CALIBRATIONS) | {"auto"} == set(CALIBRATION_CHOICES)
+    assert {name for name, p in POLICIES_BY_NAME.items() if p.zero_flagged} == {"weight", "coreset+weight"}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,11 +158,110 @@ def _auto_calibration(posterior: np.ndarray, labels: np.ndarray) -> tuple[str, s
     return choice, f"trusted out-of-sample accuracy {acc:.3f} (threshold {AUTO_MIN_TRUSTED_ACCURACY}): {choice}"
 
 
+@dataclass
+class CalibrationInput:
+    """What every calibration method reads (n rows, C classes).
+
+    ``train``: scored usable train rows; ``trusted``: usable trusted rows with a posterior;
+    ``est``: the confident joint's noisy count per class, ``cj_rows``: the rows it counted.
+    """
+
+    sc: NoiseScores
+    labels: np.ndarray
+    train: np.ndarray
+    trusted: np.ndarray
+    n_classes: int
+    est: np.ndarray
+    cj_rows: np.ndarray
+    params: ExportParams
+    seed: int
+
+
+# A calibration method: (inputs, info dict it adds its description to) -> (threshold, per-class
+# estimated noisy counts). Adding a method is one entry in CALIBRATIONS (and in params' choices).
+Calibration = Callable[[CalibrationInput, dict[str, Any]], tuple[float, np.ndarray]]
+
+
+def _noise_rate(c: CalibrationInput, info: dict[str, Any]) -> tuple[float, np.ndarray]:
+    """Flag the confident joint's estimated number of noisy train rows."""
+    count = int(round(c.est.sum()))
+    info.update(method="noise-rate: flag the estimated number of noisy train rows", flagged_target=count)
+    return threshold_for_count(c.sc.score[c.train], count), c.est
+
+
+def _trusted_clean(c: CalibrationInput, info: dict[str, Any]) -> tuple[float, np.ndarray]:
+    """Max expected F1 from the trusted rows' clean score distribution (noise-rate below 10 rows)."""
+    if c.trusted.sum() < 10:
+        info["fallback"] = "trusted-clean needs >= 10 usable trusted rows with features; used noise-rate"
+        return _noise_rate(c, info)
+    sc, labels, train = c.sc, c.labels, c.train
+    rows = np.flatnonzero(c.trusted)
+    label_clean = 1.0 - sc.posterior[rows, labels[rows]]
+    # Trusted rows have no meta weight: give them the median meta signal of the train rows
+    # whose label evidence looks as clean as a typical trusted row (mostly clean rows),
+    # not the overall median, which noisy rows inflate.
+    like_clean = train & (sc.label_signal <= np.median(label_clean)) & np.isfinite(sc.meta_signal)
+    meta_fill = float(np.median(sc.meta_signal[like_clean])) if like_clean.any() else np.nan
+    m = c.params.meta_weight if np.isfinite(meta_fill) else 0.0
+    clean = (label_clean + m * np.nan_to_num(meta_fill)) / (1 + m)
+    # Reweight trusted rows to the train split's class mix (trusted sets are often balanced).
+    cw = class_mix_weights(labels[rows], labels[train], c.n_classes)
+    pi_mix = mixture_noise_rate(sc.score[train], clean, cw)
+    thr, f1 = threshold_max_expected_f1_mixture(sc.score[train], clean, pi_mix, cw)
+    info.update(method="trusted-clean: max expected F1 from the trusted rows' clean score distribution",
+                noise_rate_mixture=pi_mix, expected_f1=f1, trusted_rows=int(len(rows)))
+    # The calibration judged the posterior too weak for the confident joint, whose count is
+    # then far off (CIFAR-10: 0.63 for 0.40); report the mixture's estimate, split over the
+    # classes as the confident joint splits its own.
+    count = pi_mix * int(train.sum())
+    info["noise_estimate"] = {"method": "mixture of the trusted rows' clean score distribution",
+                              "count": count, "rate": pi_mix,
+                              "confident_joint_rate": info["noise_estimate"]["rate"]}
+    est = c.est * (count / c.est.sum()) if c.est.sum() > 0 else c.est
+    return thr, est
+
+
+def _trusted_flips(c: CalibrationInput, info: dict[str, Any]) -> tuple[float, np.ndarray]:
+    """Max expected F1 on trusted rows scored with their labels and with synthetic uniform flips."""
+    if c.trusted.sum() < 2:
+        raise ValueError("--calibration trusted-flips needs at least 2 usable trusted rows with features; "
+                         "use --calibration noise-rate or --flag-threshold")
+    sc = c.sc
+    rows = np.flatnonzero(c.trusted)
+    meta_fill = float(np.nanmedian(sc.meta_signal)) if np.isfinite(sc.meta_signal).any() else np.nan
+    m = c.params.meta_weight if np.isfinite(meta_fill) else 0.0
+
+    def score_of(lab: np.ndarray) -> np.ndarray:
+        s_label = 1.0 - sc.posterior[rows, lab]
+        return (s_label + m * np.nan_to_num(meta_fill)) / (1 + m)
+
+    given = c.labels[rows].astype(np.int64)
+    clean = score_of(given)
+    flips = synthetic_flips(given, c.n_classes, repeats=c.params.flip_repeats, seed=c.seed)
+    noisy = np.concatenate([score_of(f) for f in flips])
+    prevalence = float(c.est.sum() / c.cj_rows.sum())
+    thr, f1 = threshold_max_expected_f1(clean, noisy, prevalence)
+    info.update(method="trusted-flips: max expected F1 on trusted rows with synthetic uniform flips",
+                trusted_rows=int(len(rows)), flips=int(len(noisy)), expected_f1=f1, prevalence=prevalence)
+    return thr, c.est
+
+
+CALIBRATIONS: dict[str, Calibration] = {
+    "noise-rate": _noise_rate,
+    "trusted-clean": _trusted_clean,
+    "trusted-flips": _trusted_flips,
+}
+
+
 def _calibrate(
     sc: NoiseScores, labels: np.ndarray, split: np.ndarray, valid: np.ndarray, n_classes: int,
     params: ExportParams, seed: int,
 ) -> tuple[float | None, dict[str, Any], np.ndarray | None]:
-    """Threshold, its description, and the per-class estimated noisy counts (or None)."""
+    """Threshold, its description, and the per-class estimated noisy counts (or None).
+
+    ``--flag-threshold`` overrides; without a class posterior nothing can be calibrated; else
+    ``--calibration`` names an entry of :data:`CALIBRATIONS` (``auto``: :func:`_auto_calibration`).
+    """
     train = valid & (split == schema.TRAIN) & np.isfinite(sc.score)
     has_post = np.isfinite(sc.posterior).all(axis=1)
     est = None
@@ -185,58 +285,10 @@ def _calibrate(
     calibration = params.calibration
     if calibration == "auto":
         calibration, info["auto"] = _auto_calibration(sc.posterior[trusted], labels[trusted])
-    if calibration == "trusted-clean" and trusted.sum() < 10:
-        info["fallback"] = "trusted-clean needs >= 10 usable trusted rows with features; used noise-rate"
-    elif calibration == "trusted-clean":
-        rows = np.flatnonzero(trusted)
-        label_clean = 1.0 - sc.posterior[rows, labels[rows]]
-        # Trusted rows have no meta weight: give them the median meta signal of the train rows
-        # whose label evidence looks as clean as a typical trusted row (mostly clean rows),
-        # not the overall median, which noisy rows inflate.
-        like_clean = train & (sc.label_signal <= np.median(label_clean)) & np.isfinite(sc.meta_signal)
-        meta_fill = float(np.median(sc.meta_signal[like_clean])) if like_clean.any() else np.nan
-        m = params.meta_weight if np.isfinite(meta_fill) else 0.0
-        clean = (label_clean + m * np.nan_to_num(meta_fill)) / (1 + m)
-        # Reweight trusted rows to the train split's class mix (trusted sets are often balanced).
-        cw = class_mix_weights(labels[rows], labels[train], n_classes)
-        pi_mix = mixture_noise_rate(sc.score[train], clean, cw)
-        thr, f1 = threshold_max_expected_f1_mixture(sc.score[train], clean, pi_mix, cw)
-        info.update(method="trusted-clean: max expected F1 from the trusted rows' clean score distribution",
-                    noise_rate_mixture=pi_mix, expected_f1=f1, trusted_rows=int(len(rows)))
-        # The calibration judged the posterior too weak for the confident joint, whose count is
-        # then far off (CIFAR-10: 0.63 for 0.40); report the mixture's estimate, split over the
-        # classes as the confident joint splits its own.
-        count = pi_mix * int(train.sum())
-        info["noise_estimate"] = {"method": "mixture of the trusted rows' clean score distribution",
-                                  "count": count, "rate": pi_mix,
-                                  "confident_joint_rate": info["noise_estimate"]["rate"]}
-        est = est * (count / est.sum()) if est.sum() > 0 else est
-        return thr, info, est
-    if calibration != "trusted-flips":
-        count = int(round(est.sum()))
-        info.update(method="noise-rate: flag the estimated number of noisy train rows", flagged_target=count)
-        return threshold_for_count(sc.score[train], count), info, est
-    # trusted-flips
-    if trusted.sum() < 2:
-        raise ValueError("--calibration trusted-flips needs at least 2 usable trusted rows with features; "
-                         "use --calibration noise-rate or --flag-threshold")
-    rows = np.flatnonzero(trusted)
-    meta_fill = float(np.nanmedian(sc.meta_signal)) if np.isfinite(sc.meta_signal).any() else np.nan
-    m = params.meta_weight if np.isfinite(meta_fill) else 0.0
-
-    def score_of(lab: np.ndarray) -> np.ndarray:
-        s_label = 1.0 - sc.posterior[rows, lab]
-        return (s_label + m * np.nan_to_num(meta_fill)) / (1 + m)
-
-    given = labels[rows].astype(np.int64)
-    clean = score_of(given)
-    flips = synthetic_flips(given, n_classes, repeats=params.flip_repeats, seed=seed)
-    noisy = np.concatenate([score_of(f) for f in flips])
-    prevalence = float(est.sum() / cj_rows.sum())
-    thr, f1 = threshold_max_expected_f1(clean, noisy, prevalence)
-    info.update(method="trusted-flips: max expected F1 on trusted rows with synthetic uniform flips",
-                trusted_rows=int(len(rows)), flips=int(len(noisy)), expected_f1=f1, prevalence=prevalence)
-    return thr, info, est
+    inputs = CalibrationInput(sc=sc, labels=labels, train=train, trusted=trusted, n_classes=n_classes, est=est,
+                              cj_rows=cj_rows, params=params, seed=seed)
+    threshold, est = CALIBRATIONS[calibration](inputs, info)
+    return threshold, info, est
 
 
 MIN_FLAGS_TO_CHECK = 30  # rows the label signal must flag before the meta signal can be judged on them
@@ -273,26 +325,45 @@ def _check_meta_signal(
     return (sc if used else label_only), check
 
 
-def _train_weights(
-    params: ExportParams, n: int, usable_train: np.ndarray, flags: np.ndarray, score: np.ndarray,
-    meta: np.ndarray | None, coreset: pa.Table | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of train-split rows to include and their raw (unnormalised) weights (NaN: no signal)."""
-    if params.policy in ("coreset", "coreset+weight"):
-        if coreset is None:
-            raise ValueError(f"--policy {params.policy} needs coreset.parquet: run select first, "
-                             f"or use --policy weight")
-        selected = np.asarray(pc.fill_null(coreset["selected"], False).to_numpy(zero_copy_only=False), dtype=bool)
-        rows = usable_train & selected
-        w = _floats(coreset, "coreset_weight")
-        if params.policy == "coreset+weight" and meta is not None:
-            w = w * meta
-        return rows, w
-    if params.policy == "drop-flagged":
-        return usable_train & ~flags, np.ones(n)
-    if params.policy == "soft":
-        return usable_train, 1.0 - score
-    return usable_train, meta if meta is not None else np.ones(n)
+@dataclass
+class PolicyInput:
+    """What every ``--policy`` reads: (n,) masks and scores of the manifest rows."""
+
+    policy: str
+    n: int
+    usable_train: np.ndarray  # usable train-split rows
+    flags: np.ndarray
+    score: np.ndarray
+    meta: np.ndarray | None  # meta weights that passed the agreement check, else None
+    coreset: pa.Table | None
+
+
+def _coreset_rows(p: PolicyInput, *, times_meta: bool) -> tuple[np.ndarray, np.ndarray]:
+    if p.coreset is None:
+        raise ValueError(f"--policy {p.policy} needs coreset.parquet: run select first, or use --policy weight")
+    selected = np.asarray(pc.fill_null(p.coreset["selected"], False).to_numpy(zero_copy_only=False), dtype=bool)
+    w = _floats(p.coreset, "coreset_weight")
+    return p.usable_train & selected, (w * p.meta if times_meta and p.meta is not None else w)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A ``--policy``: which train rows go into ``train.parquet`` with which raw weights (NaN: no
+    signal), and whether a flagged row's final weight is 0 (it then also stays out of the median
+    that scales the weights). Adding a policy is one entry in :data:`POLICIES_BY_NAME` (and in
+    params' choices)."""
+
+    rows_and_weights: Callable[[PolicyInput], tuple[np.ndarray, np.ndarray]]
+    zero_flagged: bool = False
+
+
+POLICIES_BY_NAME: dict[str, Policy] = {
+    "weight": Policy(lambda p: (p.usable_train, p.meta if p.meta is not None else np.ones(p.n)), zero_flagged=True),
+    "soft": Policy(lambda p: (p.usable_train, 1.0 - p.score)),
+    "drop-flagged": Policy(lambda p: (p.usable_train & ~p.flags, np.ones(p.n))),
+    "coreset": Policy(lambda p: _coreset_rows(p, times_meta=False)),
+    "coreset+weight": Policy(lambda p: _coreset_rows(p, times_meta=True), zero_flagged=True),
+}
 
 
 def export_columns(
@@ -392,12 +463,15 @@ def export_columns(
     # Meta weights that failed the agreement check do not track the noise: they would only add
     # variance to the training weights (CIFAR-10, small CNN: 0.623 with L2RW's, 0.637 without).
     trusted_meta = meta if meta_check.get("used", True) else None
-    rows, raw = _train_weights(params, n, usable_train, flags, sc.score, trusted_meta, coreset)
+    policy = POLICIES_BY_NAME[params.policy]
+    rows, raw = policy.rows_and_weights(PolicyInput(
+        policy=params.policy, n=n, usable_train=usable_train, flags=flags, score=sc.score, meta=trusted_meta,
+        coreset=coreset))
     raw = np.where(np.isfinite(raw), np.clip(raw, 0.0, None), np.nan)
     # The final weight is winnow's whole judgement: with the weighting policies a flagged row
     # weighs 0 whatever its meta weight (demo: test accuracy 0.80 with meta weights alone, 0.99
     # with flags), and the median of the rows that keep a weight is 1.
-    gate = params.policy in ("weight", "coreset+weight")
+    gate = policy.zero_flagged
     pos = raw[rows & (raw > 0) & ~(flags & gate)]
     scale = float(np.median(pos)) if len(pos) else 1.0
     final = np.where(np.isfinite(raw), raw / scale, 1.0)
@@ -408,13 +482,13 @@ def export_columns(
         final = np.where(trusted_rows, float(params.trusted_weight), final)
         rows = rows | trusted_rows
 
-    summary = _summary(
-        n=n, split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
+    summary = _Decisions(
+        split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
         flags=flags, threshold=threshold, cal=cal, est=est, rows=rows, final=final, params=params,
         meta_check=meta_check,
         inputs={"features": features is not None, "coreset": coreset is not None,
                 "weights": weights is not None},
-    )
+    ).summary()
     return ExportColumns(
         added=added, flag_order=flag_order, train_rows=np.flatnonzero(rows),
         final_weight=final, classes=classes, params=meta_params, summary=summary,
@@ -481,42 +555,59 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _summary(
-    *, n: int, split: np.ndarray, errors: list, valid: np.ndarray, labels: np.ndarray,
-    classes: list[str], sc: NoiseScores, flags: np.ndarray, threshold: float | None,
-    cal: dict[str, Any], est: np.ndarray | None, rows: np.ndarray, final: np.ndarray,
-    params: ExportParams, inputs: dict[str, bool], meta_check: dict[str, Any],
-) -> dict:
-    train = valid & (split == schema.TRAIN)
-    per_class = []
-    changed = train & (sc.suggested_label >= 0) & (sc.suggested_label != labels)
-    for c, name in enumerate(classes):
-        given = train & (labels == c)
-        per_class.append({
-            "label": c,
-            "name": name,
-            "train_rows": int(given.sum()),
-            "trusted_rows": int((valid & (split == schema.TRUSTED) & (labels == c)).sum()),
-            "flagged": int((flags & given).sum()),
-            "estimated_noisy": None if est is None else _num(float(est[c])),
-            "suggested_other_label": int((changed & given).sum()),
-            "in_train_manifest": int((rows & (labels == c)).sum()),
-        })
-    return {
-        "rows": n,
-        "splits": {s: int((split == s).sum()) for s in schema.SPLITS},
-        "errors": {"count": int((~valid).sum()),
-                   "by_reason": dict(Counter(e for e in errors if e is not None))},
-        "inputs": inputs,
-        "signals": sc.signals,
-        "knn_weight": sc.knn_weight_choice or None,
-        "meta_signal_check": meta_check or None,
-        "scored_rows": int(np.isfinite(sc.score).sum()),
-        "noise_estimate": cal.get("noise_estimate"),
-        "threshold": {"value": _num(threshold), **{k: v for k, v in cal.items() if k != "noise_estimate"}},
-        "flagged": int(flags.sum()),
-        "flag_rate": _num(flags.sum() / train.sum()) if train.any() else None,
-        "policy": params.policy,
-        "train_manifest": {"rows": int(rows.sum()), "weight_sum": float(final[rows].sum())},
-        "classes": per_class,
-    }
+@dataclass
+class _Decisions:
+    """Every decision of :func:`export_columns` that ``summary.json`` reports (n manifest rows)."""
+
+    split: np.ndarray  # (n,) str
+    errors: list[str | None]
+    valid: np.ndarray  # (n,) bool, no error
+    labels: np.ndarray  # (n,) int64, -1 where missing
+    classes: list[str]
+    sc: NoiseScores
+    flags: np.ndarray  # (n,) bool
+    threshold: float | None
+    cal: dict[str, Any]  # the calibration's description (noise_estimate, method, ...)
+    est: np.ndarray | None  # (C,) estimated noisy rows per class
+    rows: np.ndarray  # (n,) bool, rows of train.parquet
+    final: np.ndarray  # (n,) final train weight
+    params: ExportParams
+    inputs: dict[str, bool]  # which upstream tables export had
+    meta_check: dict[str, Any]
+
+    def summary(self) -> dict:
+        """The ``summary.json`` dict."""
+        n = len(self.split)
+        train = self.valid & (self.split == schema.TRAIN)
+        per_class = []
+        changed = train & (self.sc.suggested_label >= 0) & (self.sc.suggested_label != self.labels)
+        for c, name in enumerate(self.classes):
+            given = train & (self.labels == c)
+            per_class.append({
+                "label": c,
+                "name": name,
+                "train_rows": int(given.sum()),
+                "trusted_rows": int((self.valid & (self.split == schema.TRUSTED) & (self.labels == c)).sum()),
+                "flagged": int((self.flags & given).sum()),
+                "estimated_noisy": None if self.est is None else _num(float(self.est[c])),
+                "suggested_other_label": int((changed & given).sum()),
+                "in_train_manifest": int((self.rows & (self.labels == c)).sum()),
+            })
+        return {
+            "rows": n,
+            "splits": {s: int((self.split == s).sum()) for s in schema.SPLITS},
+            "errors": {"count": int((~self.valid).sum()),
+                       "by_reason": dict(Counter(e for e in self.errors if e is not None))},
+            "inputs": self.inputs,
+            "signals": self.sc.signals,
+            "knn_weight": self.sc.knn_weight_choice or None,
+            "meta_signal_check": self.meta_check or None,
+            "scored_rows": int(np.isfinite(self.sc.score).sum()),
+            "noise_estimate": self.cal.get("noise_estimate"),
+            "threshold": {"value": _num(self.threshold), **{k: v for k, v in self.cal.items() if k != "noise_estimate"}},
+            "flagged": int(self.flags.sum()),
+            "flag_rate": _num(self.flags.sum() / train.sum()) if train.any() else None,
+            "policy": self.params.policy,
+            "train_manifest": {"rows": int(self.rows.sum()), "weight_sum": float(self.final[self.rows].sum())},
+            "classes": per_class,
+        }

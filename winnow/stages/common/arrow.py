@@ -68,3 +68,30 @@ def class_names(table_or_schema: pa.Table | pa.Schema) -> list[str]:
     if raw is None:
         raise KeyError("table has no winnow.classes metadata; was it written by winnow?")
     return list(json.loads(raw))
+
+
+def as_arrow_table(obj: Any, *, name: str = "table") -> pa.Table:
+    """``obj`` as a :class:`pyarrow.Table`: a pyarrow table as it is, or any table that speaks
+    Arrow (pandas and polars DataFrames, a DuckDB relation, a record batch).
+
+    Tables that implement the Arrow PyCapsule interface (``__arrow_c_stream__``: polars, DuckDB,
+    pyarrow) are read through it without a copy; a pandas DataFrame goes through
+    ``pa.Table.from_pandas`` with its index and pandas' schema metadata left out (a default
+    ``RangeIndex`` is no data).
+
+    Raises
+    ------
+    TypeError
+        For anything else, naming ``name`` (the argument) and the type received.
+    """
+    if isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    module = type(obj).__module__.split(".")[0]
+    if module == "pandas" and hasattr(obj, "columns"):
+        return pa.Table.from_pandas(obj, preserve_index=False).replace_schema_metadata(None)
+    if hasattr(obj, "__arrow_c_stream__"):
+        return pa.table(obj)
+    raise TypeError(f"{name}: expected a table (pyarrow Table, pandas or polars DataFrame, or any object with "
+                    f"__arrow_c_stream__), got {type(obj).__module__}.{type(obj).__qualname__}")

@@ -187,3 +187,12 @@ def test_images_above_32_px_name_followable_options_and_model_cnn_trains_on_them
     result = train_model(table, table, TrainParams(model="cnn", epochs=3, batch_size=8, width=4), num_classes=2)
     assert result.metrics["model"] == "cnn" and result.metrics["input_shape"] == [1, 40, 36]
     assert result.metrics["test_accuracy"] == 1.0
+
+
+def test_every_weighting_choice_has_one_table_entry():
+    from winnow.stages.train.core import WEIGHTINGS
+    from winnow.stages.train.params import WEIGHTINGS as CHOICES
+
+    assert set(WEIGHTINGS) == set(CHOICES)
+    assert [n for n, w in WEIGHTINGS.items() if w.sampled] == ["sampler"]
+    assert [n for n, w in WEIGHTINGS.items() if w.in_loss] == ["loss"]

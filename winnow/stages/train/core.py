@@ -96,6 +96,27 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+@dataclass(frozen=True)
+class Weighting:
+    """A ``--weighting``: how the manifest's weight enters an epoch. ``sampled``: the epoch's rows
+    are drawn in proportion to weight (else a seeded permutation of all rows); ``in_loss``: the
+    cross-entropy is weighted per example. Adding one is an entry in :data:`WEIGHTINGS`."""
+
+    sampled: bool
+    in_loss: bool
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The step's loss on a batch (``weights``: the batch's manifest weights)."""
+        return weighted_loss(logits, labels, weights) if self.in_loss else F.cross_entropy(logits, labels)
+
+
+WEIGHTINGS: dict[str, Weighting] = {
+    "sampler": Weighting(sampled=True, in_loss=False),
+    "loss": Weighting(sampled=False, in_loss=True),
+    "none": Weighting(sampled=False, in_loss=False),
+}
+
+
 def build_model(params: TrainParams, x: torch.Tensor, num_classes: int) -> tuple[nn.Module, str]:
     """The built-in model for these inputs, its input statistics set from ``x``; and its name."""
     kind = params.model
@@ -198,7 +219,8 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     if len(y) < 2:
         why = f" ({len(left_out)} left out, e.g. id {left_out[0]['id']!r}: {left_out[0]['error']})" if left_out else ""
         raise ValueError(f"the manifest has {len(y)} usable row(s){why}; training needs at least 2")
-    if params.weighting == "loss" and not bool((w > 0).any()):
+    weighting = WEIGHTINGS[params.weighting]
+    if weighting.in_loss and not bool((w > 0).any()):
         raise ValueError("every manifest weight is zero; nothing to train on (export with another --policy)")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"train labels span [{int(y.min())}, {int(y.max())}] but num_classes is {num_classes}")
@@ -210,7 +232,7 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
     model = model.to(dev)
 
     n = len(y)
-    sampler = weighted_sampler(rows, seed=seed) if params.weighting == "sampler" else None
+    sampler = weighted_sampler(rows, seed=seed) if weighting.sampled else None
     steps_per_epoch = max(1, math.ceil(n / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
     optimizer = torch.optim.SGD(
@@ -238,11 +260,7 @@ def _train(train: pa.Table, test: pa.Table | None, params: TrainParams, *, num_c
             xb, yb = _as_float(x[idx], dev), y[idx].to(dev)
             if params.augment and xb.ndim == 4:
                 xb = _augment(xb, generator)
-            logits = model(xb.flatten(1) if flatten else xb)
-            if params.weighting == "loss":
-                loss = weighted_loss(logits, yb, w[idx].to(dev))
-            else:
-                loss = F.cross_entropy(logits, yb)
+            loss = weighting.loss(model(xb.flatten(1) if flatten else xb), yb, w[idx].to(dev))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import winnow
@@ -104,3 +105,17 @@ def test_ingest_takes_a_pandas_polars_or_pyarrow_table(tmp_path: Path, kind: str
 def test_ingest_refuses_what_is_not_a_table(tmp_path: Path):
     with pytest.raises(TypeError, match=r"source: expected a table .* got builtins\.list"):
         winnow.ingest(tmp_path, source=[1, 2, 3], threads=1)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "pyarrow"])
+def test_the_trainer_side_takes_pandas_polars_or_pyarrow(curated_dir, kind: str):
+    table = pq.read_table(curated_dir[0] / "runs" / "demo" / "export" / "train.parquet")
+    given = {"pandas": table.to_pandas(), "polars": pl.from_arrow(table), "pyarrow": table}[kind]
+    ds = winnow.ManifestDataset(given)
+    assert len(ds) == table.num_rows
+    np.testing.assert_array_equal(ds.labels, table["label"].to_numpy())
+    x, label, weight = ds[0]
+    assert tuple(x.shape) == (1, 8, 8) and int(label) == table["label"][0].as_py()
+    assert len(list(winnow.weighted_sampler(given, num_samples=5))) == 5
+    with pytest.raises(TypeError, match="manifest: expected a table"):
+        winnow.ManifestDataset(42)

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from winnow.stages.common import schema
-from winnow.stages.common.arrow import vectors_from_arrow
+from winnow.stages.common.arrow import as_arrow_table, vectors_from_arrow
 from winnow.stages.common.images import GRAY_MODES, ImageError, image_to_array, open_image
 
 ManifestLike = pa.Table | str | Path
@@ -63,8 +63,8 @@ def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Tab
 
     Parameters
     ----------
-    manifest : pa.Table, str or Path
-        A table, or the path of a Parquet file or of a folder: an export folder means its
+    manifest : table, str or Path
+        A pyarrow, pandas or polars table, or the path of a Parquet file or of a folder: an export folder means its
         ``train.parquet``, an ingest folder its ``manifest.parquet``, any other folder its
         ``*.parquet`` shards (see :func:`manifest_files`).
     drop_errors : bool
@@ -84,10 +84,8 @@ def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Tab
             table = pq.read_table(files[0]) if len(files) == 1 else pads.dataset(files, format="parquet").to_table()
         else:
             table = pq.read_table(path)
-    elif isinstance(manifest, pa.Table):
-        table = manifest
-    else:
-        raise TypeError(f"manifest must be a pyarrow Table or a path, got {type(manifest).__name__}")
+    else:  # a pyarrow, pandas or polars table
+        table = as_arrow_table(manifest, name="manifest")
     if drop_errors and "error" in table.column_names and table.column("error").null_count < len(table):
         table = table.filter(pc.is_null(table.column("error")))
     return table
@@ -315,8 +313,7 @@ def weighted_sampler(
     if isinstance(manifest, ManifestDataset):
         weights = manifest.weights.astype(np.float64)
     else:
-        table = manifest if isinstance(manifest, pa.Table) else read_manifest(manifest, drop_errors=False)
-        weights = manifest_weights(table)
+        weights = manifest_weights(read_manifest(manifest, drop_errors=False))
     if not (weights > 0).any():
         raise ValueError("every manifest weight is zero (or the manifest is empty); nothing to sample")
     n = len(weights) if num_samples is None else int(num_samples)

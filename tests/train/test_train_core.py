@@ -11,10 +11,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from winnow.models.small import StandardizedMLP as MLP
 from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
 from winnow.stages.common.images import encode_png
 from winnow.stages.train import TrainParams, train_model
-from winnow.stages.train.models import MLP
 
 FAST = dict(epochs=8, batch_size=64, lr=0.05)
 

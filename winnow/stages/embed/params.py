@@ -14,7 +14,8 @@ class EmbedParams:
     model: str = option(
         "auto",
         "Backbone: 'auto' (small CNN trained by warmup for images <= 32 px, else resnet18 with warmup), "
-        "small_cnn, mlp, resnet20, resnet32, any torchvision classifier (resnet18, resnet50, vit_b_16, ...), "
+        "small_cnn, mlp (on the flattened pixels of --image-size images: not train's --model mlp, which runs "
+        "on a feature column), resnet20, resnet32, any torchvision classifier (resnet18, resnet50, vit_b_16, ...), "
         "or 'features' (use the ingest feature table, no network).",
     )
     weights: str = option(

@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from winnow.models.small import StandardizedCNN, StandardizedMLP
 from winnow.stages.common.arrow import class_names as table_class_names
 from winnow.stages.common.batches import batch_bounds
 from winnow.stages.common.progress import track
 from winnow.stages.common.reprs import short_repr
 from winnow.stages.common.torch_utils import resolve_device, seed_everything
 from winnow.stages.train.dataset import ManifestDataset, weighted_loss, weighted_sampler
-from winnow.stages.train.models import MLP, SmallCNN
 from winnow.stages.train.params import TrainParams
 
 # Largest side --model auto trains the built-in CNN on: it works at any size (adaptive pooling), but
@@ -137,13 +137,13 @@ def build_model(params: TrainParams, x: torch.Tensor, num_classes: int) -> tuple
         if x.ndim != 2:
             x = x.flatten(1)
         xf = x.float() / (255.0 if x.dtype == torch.uint8 else 1.0)
-        return MLP(xf.shape[1], num_classes, hidden=params.hidden, mean=xf.mean(0), std=xf.std(0)), kind
+        return StandardizedMLP(xf.shape[1], num_classes, hidden=params.hidden, mean=xf.mean(0), std=xf.std(0)), kind
     if x.ndim != 4:
         raise ValueError("--model cnn needs image inputs; use --model mlp (or auto) with --features")
     # Channel statistics from a strided subset: exact enough, and cheap on 50k images.
     sub = x[:: max(1, len(x) // 4096)].float() / 255.0
     mean, std = sub.mean(dim=(0, 2, 3)), sub.std(dim=(0, 2, 3))
-    return SmallCNN(x.shape[1], num_classes, width=params.width, mean=mean, std=std), kind
+    return StandardizedCNN(x.shape[1], num_classes, width=params.width, mean=mean, std=std), kind
 
 
 @torch.no_grad()

@@ -17,9 +17,10 @@ class TrainParams:
 
     model: str = option(
         "auto",
-        "Built-in model: cnn (winnow.models' SmallCNN, four conv blocks, any image size), mlp (two hidden "
-        "BatchNorm layers on a feature column, or on the flattened pixels) or auto (mlp with --features, "
-        "cnn for images up to 32 px; larger images need --model cnn or --features).",
+        "Built-in model: cnn (winnow.models' StandardizedCNN: four conv blocks, any image size), mlp "
+        "(StandardizedMLP: two hidden BatchNorm layers on a feature column, or on the flattened pixels; not "
+        "embed's --model mlp) or auto (mlp with --features, cnn for images up to 32 px; larger images need "
+        "--model cnn or --features).",
         choices=MODELS,
     )
     epochs: int = option(20, "Passes over the training manifest.", min=1)

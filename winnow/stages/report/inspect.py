@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from winnow.stages.common.arrow import class_names as table_class_names
+from winnow.stages.common.rows import usable_mask
 
 
 def known_class_names(curated: pa.Table) -> list[str]:
@@ -52,8 +53,7 @@ def flagged_indices(curated: pa.Table, *, class_name: str | None = None, top: in
     scores = pc.fill_null(curated.column("noise_score"), 0.0).to_numpy().astype(np.float64)
     keep = pc.fill_null(curated.column("noise_flag"), False).to_numpy(zero_copy_only=False).astype(bool)
     keep &= scores >= min_score
-    if "error" in curated.column_names:
-        keep &= pc.is_null(curated.column("error")).to_numpy(zero_copy_only=False)
+    keep &= usable_mask(curated, need_label=False)
     if class_name is not None:
         names = known_class_names(curated)
         if class_name not in names:

@@ -26,6 +26,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from winnow.stages.common.images import ImageError, encode_png, image_to_array, open_image
+from winnow.stages.common.rows import usable_mask
 from winnow.stages.common.schema import TRAIN
 from winnow.stages.report import plots
 from winnow.stages.report.inspect import flagged_indices, known_class_names
@@ -134,10 +135,7 @@ class _View:
         cols = curated.column_names
         self.names = known_class_names(curated)
         self.k = len(self.names)
-        self.usable = (
-            pc.is_null(curated.column("error")).to_numpy(zero_copy_only=False)
-            if "error" in cols else np.ones(self.n, dtype=bool)
-        )
+        self.usable = usable_mask(curated, need_label=False)  # no error; a row without a label still shows
         split = curated.column("split").to_numpy(zero_copy_only=False) if "split" in cols else None
         self.split = split
         # The rows that export scores: usable training rows.

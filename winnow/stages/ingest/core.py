@@ -147,9 +147,13 @@ def ingest(
                 f"--inject-noise {params.inject_noise}: background class {background} is not a class index of this "
                 f"source (0..{num_classes - 1}: {_show(classes)}); give one of those indices"
             )
-        labels = noise_mod.inject_noise(
-            labels, candidates, kind=kind, rate=rate, num_classes=num_classes, background=background, rng=_rng(seed, 4)
-        )
+        if kind == "model":
+            x = embedding if embedding is not None else _pixels(table, usable, workers=params.decode_workers)
+            labels = noise_mod.model_noise(x, labels, candidates, rate=rate, num_classes=num_classes,
+                                           rng=_rng(seed, 4))
+        else:
+            labels = noise_mod.inject_noise(labels, candidates, kind=kind, rate=rate, num_classes=num_classes,
+                                            background=background, rng=_rng(seed, 4))
         flipped = int((labels[candidates] != true_label[candidates]).sum())
         noise_info = {"kind": kind, "rate": rate, "flipped": flipped, "train_rows": int(len(candidates))}
 
@@ -467,6 +471,23 @@ def _resize_rows(table: pa.Table, todo: list[int], size: tuple[int, int], *, wor
         for i, data in zip(todo, track(pool.map(resize, todo), "resizing images", total=len(todo))):
             images[i] = data
     return table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+
+
+def _pixels(table: pa.Table, usable: np.ndarray, *, workers: int) -> np.ndarray:
+    """(n, H*W*C) float32 pixels of the usable rows (NaN rows elsewhere), for ``model`` noise.
+    Every usable row has the run's one image size by now."""
+    images, uris = table["image"].to_pylist(), table["uri"].to_pylist()
+    rows = np.flatnonzero(usable)
+
+    def load(i: int) -> np.ndarray:
+        return image_to_array(open_image(images[i], uris[i])).reshape(-1).astype(np.float32)
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        arrays = list(track(pool.map(load, rows), "decoding images for model noise", total=len(rows)))
+    x = np.full((table.num_rows, len(arrays[0]) if arrays else 1), np.nan, dtype=np.float32)
+    if arrays:
+        x[rows] = np.stack(arrays)
+    return x
 
 
 def _check_trusted(labels: np.ndarray, split: np.ndarray, usable: np.ndarray, classes: list[str], allow_missing: bool) -> None:

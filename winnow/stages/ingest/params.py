@@ -41,8 +41,9 @@ class IngestParams:
     features: str = option("", "Treat the source as a feature table and use this column as the embedding.")
     inject_noise: str = option(
         "",
-        "Inject label noise into the train split: uniform:P, pair:P or background:P[:CLASS]; "
-        "every chosen label really changes; the original is kept in true_label.",
+        "Inject label noise into the train split: uniform:P, pair:P, background:P[:CLASS] or model:P (the P most "
+        "confusable rows take a cross-fitted model's likeliest wrong class, as people err); every chosen label "
+        "really changes; the original is kept in true_label.",
     )
     imbalance: float = option(1.0, "Subsample the train split to this max/min class ratio (exponential profile).",
                               min=1, note="a max/min class ratio; 1 = off")

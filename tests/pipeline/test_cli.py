@@ -91,8 +91,27 @@ def test_bad_config_values_are_errors_not_tracebacks(tmp_path: Path, toml: str, 
 
 def test_a_run_dir_that_cannot_be_created_is_an_error(tmp_path: Path):
     (tmp_path / "afile").write_text("")
-    res = CliRunner().invoke(main, ["inspect", "--run-dir", str(tmp_path / "afile" / "sub")])
+    res = CliRunner().invoke(main, ["ingest", "--run-dir", str(tmp_path / "afile" / "sub")])
     assert res.exit_code == 1 and "cannot use" in res.output and "as the run directory" in res.output
+
+
+@pytest.mark.parametrize("args", [["embed"], ["select", "--budget", "0.2"], ["export"], ["inspect"], ["report"]])
+def test_a_missing_run_dir_is_named_and_not_created(tmp_path: Path, args: list[str]):
+    """Issue 20: a mistyped --run-dir used to create an empty folder (and then fail on a missing stage)."""
+    typo = tmp_path / "runs" / "typo"
+    res = CliRunner().invoke(main, [*args, "--run-dir", str(typo)])
+    assert res.exit_code == 1, res.output
+    assert f"no run directory {typo}" in res.output and "winnow ingest --run-dir" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failing_ingest_removes_the_run_dir_it_created(tmp_path: Path):
+    res = CliRunner().invoke(main, ["ingest", str(tmp_path / "missing.parquet"), "--run-dir", str(tmp_path / "a" / "b")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays, even empty
+    res = CliRunner().invoke(main, ["ingest", str(tmp_path / "missing.parquet"), "--run-dir", str(tmp_path / "kept")])
+    assert res.exit_code == 1 and (tmp_path / "kept").is_dir()
 
 
 def test_changing_an_image_a_manifest_names_reruns_ingest(tmp_path: Path):

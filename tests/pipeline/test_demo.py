@@ -86,8 +86,10 @@ def test_evaluate_compares_export_policies(mlp_run):
     """--policies trains `winnow train`'s model on train.parquet as each policy would write it."""
     from dataclasses import replace
 
+    from winnow.pipeline.io.embed import with_feature_column
+    from winnow.pipeline.io.export import export_result
+    from winnow.pipeline.io.train import test_table
     from winnow.pipeline.rundir import RunDir
-    from winnow.pipeline.steps import export_result, test_table, with_feature_column
     from winnow.stages.export.params import ExportParams
     from winnow.stages.train.core import train_model
     from winnow.stages.train.params import TrainParams

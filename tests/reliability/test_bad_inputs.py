@@ -497,7 +497,10 @@ REFUSALS: dict[str, Refusal] = {
         lambda t, r: _toml(t, r, "seed = -1"), 1, ["seed = -1"], ["use a whole number >= 0"]),
     # -- the order of the stages
     "a stage before its input": Refusal(
-        lambda t, r: ["select", "--run-dir", str(r), *QUICK], 1, ["run/ingest/stage.json does not exist"],
+        lambda t, r: (r.mkdir(parents=True, exist_ok=True), ["select", "--run-dir", str(r), *QUICK])[1], 1,
+        ["run/ingest/stage.json does not exist"], ["run `winnow ingest --run-dir", "` first"]),
+    "a run directory that does not exist (issue 20: it was created empty)": Refusal(
+        lambda t, r: ["select", "--run-dir", str(r), *QUICK], 1, ["no run directory", "/run;"],
         ["run `winnow ingest --run-dir", "` first"]),
 }
 

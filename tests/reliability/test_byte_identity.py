@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability.kill_matrix import ROOT, env, leftovers
+from winnow.pipeline.io.train import untimed
 from winnow.pipeline.rundir import json_digest
-from winnow.pipeline.steps import untimed
 
 
 def _demo(run: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.reliability import kill_matrix as km
 from winnow.pipeline.rundir import KILL_AFTER_SAVES_ENV
-from winnow.pipeline.steps import code_digest
+from winnow.pipeline.runner import code_digest
 
 
 @pytest.fixture(scope="module")

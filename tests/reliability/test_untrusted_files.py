@@ -341,7 +341,7 @@ def test_image_folder_class_folder_linked_outside_is_refused_naming_it(tmp_path:
 
 
 def test_the_cache_fingerprint_never_stats_a_file_outside_the_root(tmp_path: Path, monkeypatch):
-    from winnow.pipeline.steps import source_digest
+    from winnow.pipeline.runner import source_digest
 
     data, outside = _layout(tmp_path)
     source = str(_manifest(data, outside))

@@ -10,9 +10,12 @@ import json
 import logging
 import math
 import numbers
+import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,16 @@ import click
 import pyarrow as pa
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
+from winnow.pipeline import demo as demo_mod
 from winnow.pipeline import steps as steps_mod
+from winnow.pipeline import terminal
 from winnow.pipeline.beam import BEAM_STAGES, beam_adapter
 from winnow.pipeline.config import RUN_KEYS, build_params, click_options, load_config
+from winnow.pipeline.contract import OptionsChanged
 from winnow.pipeline.rundir import RunDir, StageMissing
-from winnow.pipeline.runner import StageOutcome, run_stage
+from winnow.pipeline.runner import StageOutcome, input_digests, run_stage
 from winnow.stages.common import progress
 from winnow.stages.common.params import to_dict
 
@@ -93,7 +100,8 @@ def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-    progress.set_enabled(not quiet and not json_out and sys.stderr.isatty())
+    bars = not quiet and not json_out and sys.stderr.isatty()  # (rich draws on stdout: never with --json)
+    progress.set_enabled(bars, plain_lines=not quiet and not bars)
 
 
 def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device: str, force: bool,
@@ -102,7 +110,7 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
     from winnow.stages.common.torch_utils import cpu_threads
 
     try:
-        inputs = steps_mod.input_digests(run, step, params)
+        inputs = input_digests(run, step.name, params)
         adapter = beam_adapter(step.name) if executor == "beam" else None
         if adapter is None:  # stages without a Beam version run (and are recorded) as local
             adapter, executor = step.adapter, "local"
@@ -114,7 +122,7 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device
                 threads=used if step.name in steps_mod.THREAD_DEPENDENCE else None,
                 thread_dependence=steps_mod.THREAD_DEPENDENCE.get(step.name, ""),
             )
-    except StageMissing as exc:
+    except (StageMissing, OptionsChanged) as exc:
         raise InputError(str(exc)) from exc
     except (ValueError, FileNotFoundError, pa.ArrowException) as exc:  # (Arrow: a file we cannot read)
         raise InputError(f"{step.name}: {exc}") from exc
@@ -125,6 +133,14 @@ def _report_outcome(outcome: StageOutcome, run: RunDir, quiet: bool) -> None:
         return
     state = "cached" if outcome.cached else f"done in {outcome.seconds:.1f}s"
     console.print(f"[bold]{outcome.stage}[/bold] {state} -> {escape(str(run.stage_dir(outcome.stage)))}")
+
+
+def _print_notes(run: RunDir, step: steps_mod.Step, params: Any, quiet: bool) -> None:
+    """What the user may not have meant (:data:`terminal.NOTES`), on stderr, also with --json; not with -q."""
+    if quiet or step.name not in terminal.NOTES:
+        return
+    for line in terminal.NOTES[step.name](run, params):
+        console.print(Text(line, style="yellow"), soft_wrap=True)
 
 
 def _json_safe(value: Any) -> Any:
@@ -152,12 +168,13 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
             params = build_params(step.params_cls, values, where=f"winnow {step.name}")
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        run = _open_run(run_dir)
-        outcome = execute(run, step, params, seed=seed, device=device, force=force,
-                          executor=executor, beam_options=beam_options, threads=threads)
+        with _opened_run(run_dir, create=not step.required) as run:
+            outcome = execute(run, step, params, seed=seed, device=device, force=force,
+                              executor=executor, beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet or json_out)
-        if step.name in steps_mod.PRINTERS and not (quiet or json_out):
-            steps_mod.PRINTERS[step.name](run, console)
+        _print_notes(run, step, params, quiet)
+        if step.name in terminal.PRINTERS and not (quiet or json_out):
+            terminal.PRINTERS[step.name](run, console)
         if json_out:
             _emit_json({"stage": step.name, "cached": outcome.cached, "run_dir": str(run.root),
                         "metrics": outcome.metrics, "outputs": outcome.record.get("outputs", {})})
@@ -202,7 +219,8 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
 
     from winnow.stages.report.inspect import top_flagged
 
-    run = _open_run(run_dir)
+    with _opened_run(run_dir, create=False) as run:
+        pass
     try:
         curated = steps_mod.load_curated(run)
         rows = top_flagged(curated, class_name=class_name, top=top, min_score=min_score)
@@ -252,11 +270,11 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None
         settings = run_settings(cfg)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    run = _open_run(run_dir or Path(settings["run_dir"]))
-    outcomes = run_plan(run, plan, seed=settings["seed"], device=settings["device"],
-                        force=force or settings["force"], quiet=quiet or json_out, executor=settings["executor"],
-                        beam_options=settings["beam_option"],
-                        threads=settings["threads"] if threads is None else threads)
+    with _opened_run(run_dir or Path(settings["run_dir"]), create=True) as run:
+        outcomes = run_plan(run, plan, seed=settings["seed"], device=settings["device"],
+                            force=force or settings["force"], quiet=quiet or json_out, executor=settings["executor"],
+                            beam_options=settings["beam_option"],
+                            threads=settings["threads"] if threads is None else threads, notes=not quiet)
     if json_out:
         _emit_json({"run_dir": str(run.root), "stages": {
             o.stage: {"cached": o.cached, "metrics": o.metrics, **({"skipped": o.record["skipped"]} if "skipped" in o.record else {})}
@@ -298,6 +316,29 @@ def _open_run(path: Path) -> RunDir:
         raise InputError(f"cannot use {path} as the run directory: {exc.strerror or exc}") from exc
 
 
+@contextmanager
+def _opened_run(path: Path, *, create: bool) -> Iterator[RunDir]:
+    """The run directory for a command. A missing one is created only by a command that starts a
+    run (``create``: ingest, run, demo), and removed again, with the parents it needed, if that
+    command fails before anything is written into it: a mistyped ``--run-dir`` leaves no folder.
+    """
+    if not path.exists() and not create:
+        raise InputError(f"no run directory {path}; run `winnow ingest --run-dir {path}` first "
+                         "(or check the spelling of --run-dir)")
+    top = None
+    if not path.exists():  # the outermost folder this command will create
+        top = path.absolute()
+        while not top.parent.exists():
+            top = top.parent
+    run = _open_run(path)
+    try:
+        yield run
+    except BaseException:
+        if top is not None and not any(p.is_file() for p in top.rglob("*")):
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
 def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
     """The steps to run, with their parameters, from a parsed TOML config."""
     unknown = sorted(k for k in cfg if k not in RUN_KEYS and k not in steps_mod.STEPS)
@@ -322,7 +363,7 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
 
 def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
              quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = (),
-             threads: int = 0) -> list[StageOutcome]:
+             threads: int = 0, notes: bool = False) -> list[StageOutcome]:
     """Run ``plan`` in order. A stage that this run's data cannot feed (:func:`steps.skip_reason`:
     evaluate without a truth, train without images) is skipped with a line saying why; its outcome
     then has ``record == {"skipped": reason}``."""
@@ -339,6 +380,7 @@ def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, 
         outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
                           beam_options=beam_options, threads=threads)
         _report_outcome(outcome, run, quiet)
+        _print_notes(run, step, params, not notes)
         outcomes.append(outcome)
     return outcomes
 
@@ -361,17 +403,17 @@ def demo_cmd(run_dir: Path, seed: int, device: str, threads: int, force: bool, j
       winnow demo --run-dir runs/demo
     """
     _setup_output(0, quiet, json_out)
-    run = _open_run(run_dir)
     started = time.time()
     plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
-            for name, values in steps_mod.DEMO_CONFIG.items()]
-    run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out, threads=threads)
-    summary = steps_mod.demo_summary(run)
+            for name, values in demo_mod.DEMO_CONFIG.items()]
+    with _opened_run(run_dir, create=True) as run:
+        run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out, threads=threads)
+    summary = demo_mod.demo_summary(run)
     summary["seconds"] = round(time.time() - started, 1)
     if json_out:
         _emit_json(summary)
     else:
-        steps_mod.print_demo(summary, console)
+        demo_mod.print_demo(summary, console)
 
 
 if __name__ == "__main__":  # pragma: no cover

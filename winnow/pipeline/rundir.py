@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 STAGE_JSON = "stage.json"
 
@@ -126,6 +126,12 @@ class RunDir:
         if not path.is_file():
             return None
         return json.loads(path.read_text(encoding="utf-8"))
+
+    @overload
+    def path(self, stage: str, name: str, *, required: Literal[True] = True) -> Path: ...
+
+    @overload
+    def path(self, stage: str, name: str, *, required: bool) -> Path | None: ...
 
     def path(self, stage: str, name: str, *, required: bool = True) -> Path | None:
         """Path of an artifact of a completed stage; raises :class:`StageMissing` if absent."""

@@ -11,6 +11,7 @@ output digest: timings live in ``stage.json``'s ``timings`` and ``metrics`` only
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import time
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from winnow.pipeline.contract import CONTRACTS
 from winnow.pipeline.rundir import DiskCheckpoints, RunDir, json_digest
 
 log = logging.getLogger(__name__)
@@ -117,3 +119,92 @@ def run_stage(
         raise
     run.clear_work(stage, key)
     return StageOutcome(stage, False, run.record(stage) or record, seconds, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache key's input digests
+
+
+def source_digest(*paths: str, data_root: str = "", allow_any_path: bool = False) -> str:
+    """Fingerprint of ingest's sources: file sizes and modification times (not contents: an image
+    folder can hold millions of files), including the image files a manifest's ``uri`` column
+    names, or the scikit-learn version for the bundled digits. Only files under the data root
+    count (see :mod:`winnow.stages.ingest.sources`): one outside is neither read nor stat'ed."""
+    from winnow.stages.ingest.sources import source_files
+
+    entries: list[Any] = []
+    for p in paths:
+        if not p:
+            continue
+        if p == "digits":
+            import sklearn
+
+            entries.append(["digits", sklearn.__version__])
+            continue
+        files = source_files(p, data_root=data_root, allow_any_path=allow_any_path)
+        entries.append([str(Path(p).resolve())] + [[str(f), *_stat(f)] for f in files])
+    return json_digest(entries)
+
+
+def _stat(path: Path) -> list[int | None]:
+    try:
+        st = path.stat()
+    except OSError:
+        return [None, None]  # missing: ingest keeps the row with its error; appearing later changes this
+    return [st.st_size, st.st_mtime_ns]
+
+
+def code_digest() -> str:
+    """Digest of the computing code (``stages`` and ``models``): a code change invalidates the
+    cache even within one version (it matters while developing; installed code never changes)."""
+    from winnow import models, stages
+
+    h = hashlib.sha256()
+    for pkg in (stages, models):
+        root = Path(str(pkg.__file__)).parent
+        for p in sorted(root.rglob("*.py")):
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def input_digests(run: RunDir, stage: str, params: Any) -> dict[str, str]:
+    """Digest of every input of ``stage`` as it is now (upstream output digests and the code), its
+    upstream stages as :data:`winnow.pipeline.contract.CONTRACTS` names them.
+
+    Raises ValueError when an upstream stage's outputs were computed from an earlier version of
+    its own inputs (``winnow ingest`` re-run with new data, then ``winnow export`` alone): joining
+    them would mix two datasets with nothing to show for it.
+    """
+    step = CONTRACTS[stage]
+    out: dict[str, str] = {"code": code_digest()}
+    if stage == "ingest":
+        out["source"] = source_digest(params.source, params.trusted, data_root=params.data_root,
+                                      allow_any_path=params.allow_any_path)
+    for up in step.required + step.optional:
+        rec = run.record(up)
+        if rec is None:
+            if up in step.required:
+                run.path(up, "stage.json")  # raises StageMissing with the command to run
+            continue
+        stale = outdated_input(run, up)
+        if stale is not None:
+            raise ValueError(
+                f"{up}'s outputs were computed from an earlier {stale} that has since been re-run; "
+                f"run `winnow {up} --run-dir {run.root}` again first (or `winnow run` for every stage)")
+        out[up] = rec["digest"]
+    return out
+
+
+def outdated_input(run: RunDir, stage: str) -> str | None:
+    """The upstream stage whose current outputs differ from those ``stage`` was computed from
+    (searched transitively), or None when ``stage`` is up to date."""
+    for up, digest in (run.record(stage) or {}).get("inputs", {}).items():
+        if up not in CONTRACTS:
+            continue  # the code or ingest's source files: not another stage's outputs
+        current = run.record(up)
+        if current is None or current.get("digest") != digest:
+            return up
+        deeper = outdated_input(run, up)
+        if deeper is not None:
+            return deeper
+    return None

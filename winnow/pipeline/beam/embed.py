@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from winnow.pipeline import contract
 from winnow.pipeline.beam.io import (
     CollectToFolder,
     create_via_files,
@@ -154,7 +155,9 @@ def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, 
 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     """The embed adapter on Beam: same ``features.parquet`` (and ``backbone.pt``) as the local one."""
-    from winnow.pipeline.steps import embed_adapter, features_table, ingest_features, load_manifest
+    from winnow.pipeline.adapters import embed_adapter
+    from winnow.pipeline.io.embed import features_table
+    from winnow.pipeline.io.ingest import ingest_features, load_manifest
     from winnow.stages.embed.backbone import prepare_backbone
     from winnow.stages.embed.core import NAN_ERROR, run_embed
 
@@ -202,5 +205,5 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     with beam.Pipeline(options=pipeline_options(beam_opts)) as p:
         write_tables(p, ctx.out, {schema.FEATURES: table}, temp_folder(ctx.checkpoints.folder, "embed-write"))
     if model_state is not None:
-        torch.save(model_state, ctx.out / "backbone.pt")
+        torch.save(model_state, ctx.out / contract.BACKBONE)
     return metrics

@@ -19,7 +19,6 @@ The launcher never holds the image bytes; the files are byte-identical to the lo
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,13 +222,10 @@ def export_on_beam(manifest_path: Path, features: pa.Table | None, coreset: pa.T
 
 def export_beam(ctx: StageContext, params: ExportParams) -> dict[str, Any]:
     """The export adapter on Beam: same files, summary and metrics as the local one."""
-    from winnow.pipeline.steps import export_metrics, optional_table
+    from winnow.pipeline.io import export as export_io
 
-    features = optional_table(ctx.run, "embed", schema.FEATURES) or optional_table(ctx.run, "ingest", schema.FEATURES)
     summary = export_on_beam(
-        ctx.run.path("ingest", schema.MANIFEST), features, optional_table(ctx.run, "select", schema.CORESET),
-        optional_table(ctx.run, "weight", schema.WEIGHTS), params, ctx.out, seed=ctx.seed,
+        ctx.run.path("ingest", schema.MANIFEST), *export_io.upstream_tables(ctx.run), params, ctx.out, seed=ctx.seed,
         options=pipeline_options(ctx.beam_options), work=ctx.checkpoints.folder,
     )
-    (ctx.out / schema.SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    return export_metrics(summary)
+    return export_io.write_summary(ctx.out, summary)

@@ -10,7 +10,6 @@ workers in record batches.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from winnow.pipeline.beam.io import (
 )
 from winnow.pipeline.beam.options import pipeline_options
 from winnow.pipeline.runner import StageContext
-from winnow.stages.common import schema
 from winnow.stages.ingest.core import ImageCheck, check_image
 from winnow.stages.ingest.params import IngestParams
 from winnow.stages.ingest.sources import contained_path, image_column, resolve_data_root
@@ -105,15 +103,12 @@ def beam_validator(params: IngestParams, options: Any, work: Path) -> Callable[[
 
 def ingest_beam(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
     """The ingest adapter on Beam: same files and metrics as the local one."""
+    from winnow.pipeline.io import ingest as ingest_io
     from winnow.stages.ingest import ingest
 
     options = pipeline_options(ctx.beam_options)
     work = ctx.checkpoints.folder
     result = ingest(params, seed=ctx.seed, validate=beam_validator(params, options, work))
-    tables = {schema.MANIFEST: result.manifest}
-    if result.features is not None:
-        tables[schema.FEATURES] = result.features
     with beam.Pipeline(options=options) as p:
-        write_tables(p, ctx.out, tables, temp_folder(work, "ingest-write"))
-    (ctx.out / schema.SUMMARY).write_text(json.dumps(result.summary, indent=2, default=str))
-    return {k: v for k, v in result.summary.items() if k in ("rows", "splits", "errors", "noise", "imbalance_removed")}
+        write_tables(p, ctx.out, ingest_io.output_tables(result), temp_folder(work, "ingest-write"))
+    return ingest_io.write_summary(ctx.out, result)

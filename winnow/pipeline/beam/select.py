@@ -125,7 +125,7 @@ def _metrics(params: SelectParams, per_class: dict[str, Any], n: int, n_elig: in
 
 def select_beam(ctx: StageContext, params: SelectParams) -> dict[str, Any]:
     """The select adapter on Beam: same ``coreset.parquet`` and metrics as the local one."""
-    from winnow.pipeline.steps import coreset_table, select_inputs
+    from winnow.pipeline.io.select import coreset_table, select_inputs
 
     manifest, vectors, labels, eligible = select_inputs(ctx.run, params)
     options = pipeline_options(ctx.beam_options)

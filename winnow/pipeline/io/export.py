@@ -1,0 +1,79 @@
+"""export's artifacts: the upstream tables it uses when present, its four outputs, and what a
+missing upstream stage leaves out of them (said on the terminal, not only in summary.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from winnow.pipeline.artifacts import read_table, write_table
+from winnow.pipeline.io.ingest import load_manifest
+from winnow.pipeline.rundir import RunDir
+from winnow.stages.common import schema
+
+
+def optional_table(run: RunDir, stage: str, name: str) -> pa.Table | None:
+    p = run.path(stage, name, required=False)
+    return None if p is None else read_table(p)
+
+
+def upstream_tables(run: RunDir) -> tuple[pa.Table | None, pa.Table | None, pa.Table | None]:
+    """features (embed's, else a feature table given to ingest), coreset and weights: each None
+    when its stage has not run (both executors)."""
+    features = optional_table(run, "embed", schema.FEATURES) or optional_table(run, "ingest", schema.FEATURES)
+    return features, optional_table(run, "select", schema.CORESET), optional_table(run, "weight", schema.WEIGHTS)
+
+
+def export_result(run: RunDir, params: Any, *, seed: int) -> Any:
+    """Run the export core on whatever upstream artifacts exist (the local executor; evaluate)."""
+    from winnow.stages.export.core import export
+
+    return export(load_manifest(run), *upstream_tables(run), params, seed=seed)
+
+
+def export_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in summary}
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``summary.json``; return the stage's metrics (both executors)."""
+    (out / schema.SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return export_metrics(summary)
+
+
+def write_outputs(out: Path, result: Any, params: Any) -> dict[str, Any]:
+    """Every file of the local export stage; returns its metrics."""
+    for name, table in ((schema.CURATED, result.curated), (schema.TRAIN_MANIFEST, result.train),
+                        (schema.FLAGS, result.flags)):
+        write_table(table, out / name, shard_rows=params.shard_rows)
+    return write_summary(out, result.summary)
+
+
+def load_curated(run: RunDir) -> pa.Table:
+    return read_table(run.path("export", schema.CURATED))
+
+
+def missing_upstream(run: RunDir) -> list[str]:
+    """What an export of this run lacks because an upstream stage has not run, each line naming the
+    command that provides it (empty when nothing is missing).
+
+    The result is still what export can compute from what exists (it exits 0): without embed no
+    row is scored, so nothing is flagged and train.parquet holds every usable row with weight 1;
+    without weight the train weights come from the flags alone. Only a policy that cannot be
+    honoured (``--policy coreset`` without select) is an error, raised by the stage itself.
+    """
+    summary = json.loads(run.path("export", schema.SUMMARY).read_text())
+    inputs, policy, root = summary.get("inputs", {}), summary.get("policy"), run.root
+    lines = []
+    if not inputs.get("features", True):
+        lines.append(f"export: no embeddings or class probabilities (run `winnow embed --run-dir {root}`, then "
+                     "export again): no row was scored, so nothing is flagged and train.parquet holds every "
+                     "usable row with weight 1")
+    elif not inputs.get("weights", True) and policy in ("weight", "coreset+weight"):
+        lines.append(f"export: no weights (run `winnow weight --run-dir {root}`, then export again); the curated "
+                     f"manifest has no weight columns, and --policy {policy} weighs train rows by the flags alone "
+                     "(0 if flagged, else 1)")
+    return lines

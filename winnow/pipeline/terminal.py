@@ -1,0 +1,60 @@
+"""What a stage command prints on the terminal (stderr) after its stage: a stage's numbers for a
+person (:data:`PRINTERS`), and notes about what the user may not have meant (:data:`NOTES`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from winnow.pipeline import contract
+from winnow.pipeline.io.export import missing_upstream
+from winnow.pipeline.rundir import RunDir
+
+
+def print_evaluation(run: RunDir, console: Any) -> None:
+    """The evaluate stage's numbers as a table (what `winnow evaluate` shows a person)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    evaluation = json.loads(run.path("evaluate", contract.EVALUATION).read_text())
+    overall = evaluation["flags"]["overall"]
+    table = Table(title="flags against the truth")
+    for col in ("", "precision", "recall", "F1", "AUROC (score)", "AUROC (weight)"):
+        table.add_column(col, justify="right")
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    table.add_row("all", *[fmt(overall.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
+    for name, m in evaluation["flags"].get("per_class", {}).items():
+        table.add_row(Text(str(name)), *[fmt(m.get(k)) for k in ("precision", "recall", "f1", "auroc_score", "auroc_weight")])
+    console.print(table)
+    for name, acc in evaluation.get("downstream", {}).items():
+        if "test_accuracy" in acc:
+            console.print(f"test accuracy, {name} training: {acc['test_accuracy']:.3f} "
+                          f"(best {acc.get('best_test_accuracy', float('nan')):.3f})")
+
+
+PRINTERS: dict[str, Callable[[RunDir, Any], None]] = {"evaluate": print_evaluation}
+
+
+def select_notes(run: RunDir, params: Any) -> list[str]:
+    """A budget of 1 or more is a row count, not a fraction: say so with what it selected."""
+    if params.budget < 1:
+        return []
+    metrics = (run.record("select") or {}).get("metrics", {})
+    selected, classes = metrics.get("n_selected"), len(metrics.get("per_class", {}))
+    line = f"select: budget {params.budget:g} = a row count (a fraction is < 1); {selected} rows selected"
+    if selected is not None and selected > params.budget:
+        line += f" (at least one per class: {classes} classes)"
+    return [line]
+
+
+def export_notes(run: RunDir, params: Any) -> list[str]:
+    """What export lacks because an upstream stage has not run (:func:`missing_upstream`)."""
+    return missing_upstream(run)
+
+
+# Lines printed after a stage (unless -q), whether it ran or was cached.
+NOTES: dict[str, Callable[[RunDir, Any], list[str]]] = {"select": select_notes, "export": export_notes}

@@ -512,8 +512,9 @@ def curated_rows(manifest: pa.Table, columns: ExportColumns, rows: np.ndarray | 
 def train_rows(manifest: pa.Table, columns: ExportColumns, rows: np.ndarray) -> pa.Table:
     """Rows of the ``train`` table: ``manifest`` holds the manifest rows at positions ``rows``
     ((m,) int, each one of ``columns.train_rows``), with at least the manifest's
-    :data:`TRAIN_COLUMNS`; returns those columns plus the final ``weight``."""
-    train_cols = [c for c in TRAIN_COLUMNS[:-1] if c in manifest.column_names]
+    :data:`TRAIN_COLUMNS`; returns those columns, the user's own columns
+    (:func:`~winnow.stages.common.schema.user_columns`), and the final ``weight``."""
+    train_cols = [c for c in TRAIN_COLUMNS[:-1] if c in manifest.column_names] + schema.user_columns(manifest)
     weight = columns.final_weight[np.asarray(rows, np.int64)]
     train = manifest.select(train_cols).append_column(
         pa.field("weight", pa.float32(), nullable=False), pa.array(weight, pa.float32())

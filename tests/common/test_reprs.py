@@ -8,6 +8,7 @@ import torch
 
 from winnow.stages.common.reprs import describe
 from winnow.stages.embed.core import EmbedResult
+from winnow.stages.ingest.core import IngestResult
 from winnow.stages.select.core import SelectResult
 from winnow.stages.train.core import TrainResult
 from winnow.stages.weight.core import WeightResult
@@ -35,6 +36,8 @@ def test_every_stage_result_repr_is_short():
         SelectResult(columns={"selected": np.ones(N, bool), "rank": np.arange(N)}, metrics={"method": "fl"}),
         WeightResult(columns={"weight": np.ones(N, np.float32)}, curve=None, model_state=state, metrics={}),
         TrainResult(model_state=state, metrics={"test_accuracy": 0.5}),
+        IngestResult(manifest=pa.table({"id": [str(i) for i in range(N)], "image": [PNG] * N}), features=None,
+                     summary={"rows": N}),
     ]
     for result in results:
         text = repr(result)

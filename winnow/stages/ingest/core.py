@@ -27,6 +27,7 @@ from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
 from winnow.stages.common.images import ImageError, encode_png, fit_image, image_to_array, open_image
 from winnow.stages.common.params import to_dict
 from winnow.stages.common.progress import track
+from winnow.stages.common.reprs import short_repr
 from winnow.stages.ingest import noise as noise_mod
 from winnow.stages.ingest.params import IngestParams, parse_image_size
 from winnow.stages.ingest.sources import RawSource, SourceError, read_source
@@ -65,9 +66,11 @@ def _show(values: list[Any], k: int = 10) -> str:
 
 @dataclass
 class IngestResult:
-    manifest: pa.Table  # schema.MANIFEST_SCHEMA, with class names as metadata
+    manifest: pa.Table  # schema.MANIFEST_SCHEMA (+ the user's columns), with class names as metadata
     features: pa.Table | None  # id + embedding, when the source was a feature table
     summary: dict[str, Any]
+
+    __repr__ = short_repr
 
 
 def _rng(seed: int, purpose: int) -> np.random.Generator:

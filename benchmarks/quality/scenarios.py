@@ -44,8 +44,15 @@ class Scenario:
     test_images: np.ndarray | None = None  # (m, H, W) uint8
 
 
-def inject(labels: np.ndarray, kind: str, rate: float, n_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Flip a ``rate`` fraction: 'uniform' to another class at random, 'pair' to class c+1."""
+def inject(labels: np.ndarray, kind: str, rate: float, n_classes: int, rng: np.random.Generator,
+           x: np.ndarray | None = None) -> np.ndarray:
+    """Flip a ``rate`` fraction: 'uniform' to another class at random, 'pair' to class c+1,
+    'model' the most confusable rows of ``x`` to their likeliest wrong class (ingest's
+    ``--inject-noise model:P``, over all rows given here)."""
+    if kind == "model":
+        from winnow.stages.ingest.noise import model_noise
+
+        return model_noise(x, labels, np.arange(len(labels)), rate=rate, num_classes=n_classes, rng=rng)
     noisy = labels.copy()
     flip = rng.random(len(labels)) < rate
     if kind == "uniform":
@@ -71,7 +78,7 @@ def crossfit_probs(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, fold
     return probs
 
 
-def digits(seed: int, *, holdout: float = 0.0) -> Scenario:
+def digits(seed: int, *, holdout: float = 0.0, noise: str = "uniform") -> Scenario:
     """Digits at 40% uniform; ``holdout`` > 0 keeps a stratified clean test fraction aside first.
 
     With ``holdout == 0`` the random draws are exactly those of the original flag benchmark.
@@ -93,15 +100,15 @@ def digits(seed: int, *, holdout: float = 0.0) -> Scenario:
     split = np.full(len(y), schema.TRAIN, dtype=object)
     for c in range(10):  # 10 trusted rows per class, as in the demo
         split[rng.choice(np.flatnonzero(y == c), 10, replace=False)] = schema.TRUSTED
-    given = np.where(split == schema.TRAIN, inject(y, "uniform", 0.4, 10, rng), y)
     emb = (x / 16.0).astype(np.float32)
+    given = np.where(split == schema.TRAIN, inject(y, noise, 0.4, 10, rng, x=emb), y)
     probs = crossfit_probs(emb, given, 10, seed)
 
     def to_u8(a: np.ndarray) -> np.ndarray:  # 0-16 -> 0-255, as ingest's digits source does
         return np.clip(np.rint(a * (255.0 / 16.0)), 0, 255).astype(np.uint8)
 
     return Scenario(
-        "digits, 40% uniform", emb, probs, given.astype(np.int64), y.astype(np.int64), split.astype(str), 10,
+        f"digits, 40% {noise}", emb, probs, given.astype(np.int64), y.astype(np.int64), split.astype(str), 10,
         images=to_u8(images),
         test_embedding=None if test_x is None else (test_x / 16.0).astype(np.float32),
         test_labels=None if test_y is None else test_y.astype(np.int64),
@@ -141,12 +148,16 @@ def cifar_features(n_train: int, seed: int, *, with_test: bool = False
     return emb, y, test_emb, test["label"].to_numpy().astype(np.int64)
 
 
-def cifar(seed: int, n_train: int, *, with_test: bool = False) -> list[Scenario]:
-    """The three CIFAR-10 scenarios on the same features (test split balanced and clean)."""
+CIFAR_SCENARIOS = (("uniform", "uniform", None), ("pair", "pair", None), ("imbalance 100", "uniform", 100))
+
+
+def cifar(seed: int, n_train: int, *, with_test: bool = False,
+          scenarios: tuple = CIFAR_SCENARIOS) -> list[Scenario]:
+    """The CIFAR-10 scenarios (default: three) on the same features (test split balanced and clean);
+    ``("model", "model", None)`` adds model noise."""
     emb, y, test_emb, test_y = cifar_features(n_train, seed, with_test=with_test)
     out = []
-    for name, kind, imbalance in (("uniform", "uniform", None), ("pair", "pair", None),
-                                  ("imbalance 100", "uniform", 100)):
+    for name, kind, imbalance in scenarios:
         rng = np.random.default_rng(seed)
         keep = np.ones(len(y), dtype=bool)
         if imbalance:  # class c keeps a fraction imbalance^(-c/9) of its rows
@@ -157,7 +168,7 @@ def cifar(seed: int, n_train: int, *, with_test: bool = False) -> list[Scenario]
         for c in range(10):  # 1000 trusted: 100 per class (fewer when the class is smaller)
             pool = np.flatnonzero(t == c)
             split[rng.choice(pool, min(100, len(pool) // 2), replace=False)] = schema.TRUSTED
-        given = np.where(split == schema.TRAIN, inject(t, kind, 0.4, 10, rng), t)
+        given = np.where(split == schema.TRAIN, inject(t, kind, 0.4, 10, rng, x=e), t)
         probs = crossfit_probs(e, given, 10, seed)
         label = (f"CIFAR-10 ({len(t)} rows), 40% {name}" if not imbalance
                  else f"CIFAR-10 ({len(t)} rows), imbalance 100 + 40% uniform")

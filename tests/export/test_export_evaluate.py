@@ -76,6 +76,16 @@ def test_mixture_calibration_known_answer():
     assert mixture_noise_rate(train2, clean2, w, quantiles=(0.5,)) == pytest.approx(0.3, abs=1e-9)
 
 
+def test_mixture_calibration_flags_nothing_without_evidence_of_noise():
+    """Train scores *below* the clean ones (CIFAR-10 under model noise): the estimate is 0, and the
+    threshold must flag no row (the arg-max of an all-zero F1 once flagged 94%)."""
+    clean = np.linspace(0.3, 1.0, 1000)
+    train = np.linspace(0.0, 0.7, 5000)
+    assert mixture_noise_rate(train, clean) == 0.0
+    thr, f1 = threshold_max_expected_f1_mixture(train, clean, 0.0)
+    assert f1 == 0.0 and (train >= thr).sum() == 0
+
+
 def test_trusted_flips_threshold_is_the_one_sklearns_roc_curve_gives():
     """calibrate.threshold_max_expected_f1 keeps its two searchsorted lines (sklearn's roc_curve gives
     the same ROC points but F1 values that differ in the last bit; design notes): check the points."""

@@ -140,12 +140,18 @@ def threshold_max_expected_f1_mixture(train_scores: np.ndarray, clean_scores: np
     At threshold t a fraction ``F(t)`` of the train rows is flagged (``score >= t``); of them
     ``(1 - pi) (1 - G_c(t-))`` are expected clean, the rest noisy, so ``F1 = 2 TP / (F + pi)``.
 
+    With no evidence of noise (``prevalence <= 0``) every threshold has an expected F1 of 0 and
+    the arg-max is arbitrary (it once flagged 94% of CIFAR-10's rows): the threshold is then just
+    above the highest train score, so nothing is flagged.
+
     Returns
     -------
     (threshold, expected F1).
     """
     tr = np.asarray(train_scores, dtype=np.float64)
     tr = np.sort(tr[np.isfinite(tr)])
+    if prevalence <= 0 or len(tr) == 0:
+        return float(np.nextafter(tr[-1], np.inf)) if len(tr) else 1.0, 0.0
     cl = np.asarray(clean_scores, dtype=np.float64)
     w = np.ones(len(cl)) if clean_weights is None else np.asarray(clean_weights, dtype=np.float64)
     pi = float(np.clip(prevalence, 1e-6, 1 - 1e-6))

@@ -31,8 +31,8 @@ def usable_mask(table: pa.Table, *, need_label: bool = True) -> np.ndarray:
 
 
 def labels_array(table: pa.Table) -> np.ndarray:
-    """Given labels as int64, -1 where missing."""
-    return np.asarray(table.column("label").fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    """Given labels as a writable int64 copy, -1 where missing."""
+    return table.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def split_array(table: pa.Table) -> np.ndarray:

@@ -21,6 +21,7 @@ from winnow.models.backbones import load_model_file
 from winnow.models.registry import build_model, features_and_logits, get_spec, requires_weights_message
 from winnow.stages.common import schema
 from winnow.stages.common.checkpoint import Checkpoints
+from winnow.stages.common.rows import labels_array, split_array, usable_mask
 from winnow.stages.common.torch_utils import resolve_device, seed_everything
 from winnow.stages.embed.data import (
     BatchDecoder,
@@ -60,10 +61,9 @@ def manifest_arrays(manifest: pa.Table, num_classes: int) -> tuple[np.ndarray, n
         raise ValueError(f"manifest lacks columns {sorted(missing)} (see winnow.stages.common.schema.MANIFEST_SCHEMA)")
     if "image" not in manifest.column_names and "uri" not in manifest.column_names:
         raise ValueError("manifest has neither an 'image' nor a 'uri' column")
-    ok = manifest.column("error").is_null().to_numpy(zero_copy_only=False)
-    labels = manifest.column("label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    split = np.asarray(manifest.column("split").to_pylist(), dtype=object)
-    labelled = ok & np.isin(split, [schema.TRAIN, schema.TRUSTED]) & (labels >= 0) & (labels < num_classes)
+    ok = usable_mask(manifest, need_label=False)  # a row without a label is still embedded
+    labels = labels_array(manifest)
+    labelled = ok & np.isin(split_array(manifest), [schema.TRAIN, schema.TRUSTED]) & (labels >= 0) & (labels < num_classes)
     ids = np.asarray(manifest.column("id").to_pylist(), dtype=object)
     return ok, labels, labelled, ids
 

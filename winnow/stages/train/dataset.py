@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import as_arrow_table, vectors_from_arrow
 from winnow.stages.common.images import GRAY_MODES, ImageError, image_to_array, open_image
+from winnow.stages.common.rows import usable_mask
 
 ManifestLike = pa.Table | str | Path
 
@@ -86,8 +87,10 @@ def read_manifest(manifest: ManifestLike, *, drop_errors: bool = True) -> pa.Tab
             table = pq.read_table(path)
     else:  # a pyarrow, pandas or polars table
         table = as_arrow_table(manifest, name="manifest")
-    if drop_errors and "error" in table.column_names and table.column("error").null_count < len(table):
-        table = table.filter(pc.is_null(table.column("error")))
+    if drop_errors:
+        usable = usable_mask(table, need_label=False)  # a missing label is refused later, not dropped
+        if not usable.all():
+            table = table.filter(pa.array(usable))
     return table
 
 
@@ -111,8 +114,7 @@ def manifest_weights(table: pa.Table) -> np.ndarray:
         raise ValueError(
             f"manifest row {i} (id {_row_id(table, i)!r}) has weight {weights[i]}; weights must be finite and >= 0"
         )
-    if "error" in table.column_names and table.column("error").null_count < n:
-        weights[pc.is_valid(table.column("error")).to_numpy(zero_copy_only=False)] = 0.0
+    weights[~usable_mask(table, need_label=False)] = 0.0
     return weights
 
 

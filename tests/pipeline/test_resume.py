@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import write_digits_features
 from winnow.pipeline.cli import main
 from winnow.pipeline.rundir import KILL_AFTER_SAVES_ENV
 
@@ -40,19 +39,8 @@ def _killed(args: list[str], after_saves: int) -> None:
 @pytest.fixture(scope="module")
 def feature_table(tmp_path_factory) -> Path:
     """Digits as a feature table (pixels as embedding): the cheapest realistic input."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    rng = np.random.default_rng(0)
-    split = np.array(["train"] * len(d.target), dtype=object)
-    for c in range(10):
-        split[rng.permutation(np.flatnonzero(d.target == c))[:10]] = "trusted"
-    labels = d.target.copy()
-    flip = (split == "train") & (rng.random(len(labels)) < 0.4)
-    labels[flip] = (labels[flip] + rng.integers(1, 10, flip.sum())) % 10
     path = tmp_path_factory.mktemp("feat") / "feats.parquet"
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(labels))], "label": labels,
-                             "embedding": list((d.data / 16.0).astype(np.float32)), "split": list(split)}), path)
+    write_digits_features(path)
     return path
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import write_digits_features
 from winnow.pipeline.cli import main
 from winnow.pipeline.review import review_cmd
 from winnow.stages.common import schema
@@ -47,27 +48,15 @@ def _log(tmp_path: Path, entries: list[tuple]) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """Digits as features (40% uniform noise, 10 trusted per class): ingest, embed, export."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    rng = np.random.default_rng(0)
-    split = np.array(["train"] * len(d.target), dtype=object)
-    for c in range(10):
-        split[rng.permutation(np.flatnonzero(d.target == c))[:10]] = "trusted"
-    labels = d.target.copy()
-    flip = (split == "train") & (rng.random(len(labels)) < 0.4)
-    labels[flip] = (labels[flip] + rng.integers(1, 10, flip.sum())) % 10
     root = tmp_path_factory.mktemp("review")
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(labels))], "label": labels,
-                             "embedding": list((d.data / 16.0).astype(np.float32)), "split": list(split)}),
-                   root / "feats.parquet")
+    truth = write_digits_features(root / "feats.parquet")
     run = root / "run"
     for args in (["ingest", str(root / "feats.parquet"), "--features", "embedding"],
                  ["embed", "--model", "features", "--folds", "3", "--threads", "1"],
                  ["export", "--threads", "1"]):
         res = CliRunner().invoke(main, [*args, "--run-dir", str(run), "-q"])
         assert res.exit_code == 0, res.output
-    (root / "truth.npy").write_bytes(d.target.astype(np.int64).tobytes())
+    (root / "truth.npy").write_bytes(truth.astype(np.int64).tobytes())
     return run
 
 

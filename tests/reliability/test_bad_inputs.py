@@ -300,6 +300,16 @@ def _trusted_parquet(tmp: Path, **changes: Any) -> str:
     return str(_parquet(tmp, "t.parquet", **cols))
 
 
+def _usage(option: str, value: str, culprit: list[str], fix: list[str]) -> Refusal:
+    """A bad ``option value`` on the ingest command line: a usage error, exit 2."""
+    return Refusal(lambda t, r: _ingest("digits", r, option, value), 2, culprit, fix)
+
+
+def _config(body: str, culprit: list[str], fix: list[str]) -> Refusal:
+    """A bad ``body`` of a TOML config given to ``winnow run``: bad input, exit 1."""
+    return Refusal(lambda t, r: _toml(t, r, body), 1, culprit, fix)
+
+
 REFUSALS: dict[str, Refusal] = {
     # -- labels and classes
     "one class": Refusal(
@@ -432,69 +442,47 @@ REFUSALS: dict[str, Refusal] = {
         lambda t, r: _ingest(_csv(t, _csv_rows(t)), r, "--features", "emb"), 1,
         ["--features needs a Parquet feature table; CSV cannot hold vectors"], ["write the table as Parquet"]),
     # -- options on the command line: bad usage, exit 2
-    "--image-size that is no size": Refusal(
-        lambda t, r: _ingest("digits", r, "--image-size", "8by8"), 2,
-        ["--image-size '8by8'"], ["expected HEIGHTxWIDTH"]),
-    "--image-size of zero": Refusal(
-        lambda t, r: _ingest("digits", r, "--image-size", "0x8"), 2, ["--image-size '0x8'"], ["each 1..8192"]),
+    "--image-size that is no size": _usage("--image-size", "8by8", ["--image-size '8by8'"], ["expected HEIGHTxWIDTH"]),
+    "--image-size of zero": _usage("--image-size", "0x8", ["--image-size '0x8'"], ["each 1..8192"]),
     "--image-size with --features": Refusal(
         lambda t, r: _ingest(_features(t), r, "--features", "emb", "--image-size", "8"), 2,
         ["--image-size", "--features"], ["drop one of them"]),
-    "--inject-noise of an unknown kind": Refusal(
-        lambda t, r: _ingest("digits", r, "--inject-noise", "gauss:0.1"), 2,
-        ["--inject-noise 'gauss:0.1'"], ["expected KIND:RATE"]),
-    "--inject-noise rate above 1": Refusal(
-        lambda t, r: _ingest("digits", r, "--inject-noise", "uniform:1.5"), 2,
-        ["--inject-noise 'uniform:1.5'"], ["RATE must be in [0, 1]"]),
-    "--test-fraction of 1.5": Refusal(
-        lambda t, r: _ingest("digits", r, "--test-fraction", "1.5"), 2, ["--test-fraction"], ["must be in [0, 1)"]),
-    "--imbalance below 1": Refusal(
-        lambda t, r: _ingest("digits", r, "--imbalance", "0.5"), 2, ["--imbalance"], ["must be >= 1"]),
-    "--trusted-per-class negative": Refusal(
-        lambda t, r: _ingest("digits", r, "--trusted-per-class", "-1"), 2, ["--trusted-per-class"], ["must be >= 0"]),
-    "--trusted-per-class not a number": Refusal(
-        lambda t, r: _ingest("digits", r, "--trusted-per-class", "many"), 2,
-        ["'--trusted-per-class'", "'many'"], ["is not a valid integer"]),
-    "--max-rows negative": Refusal(
-        lambda t, r: _ingest("digits", r, "--max-rows", "-5"), 2, ["--max-rows"], ["must be >= 0 (0 = all rows)"]),
-    "unknown option": Refusal(
-        lambda t, r: _ingest("digits", r, "--colour", "red"), 2, ["No such option '--colour'"], ["winnow ingest --help"]),
-    "--device that does not exist": Refusal(
-        lambda t, r: _ingest("digits", r, "--device", "gpu"), 2, ["'--device'", "'gpu'"], ["'auto', 'cpu', 'cuda'"]),
-    "--threads negative": Refusal(
-        lambda t, r: _ingest("digits", r, "--threads", "-1"), 2, ["'--threads'", "-1"], ["x>=0"]),
+    "--inject-noise of an unknown kind": _usage(
+        "--inject-noise", "gauss:0.1", ["--inject-noise 'gauss:0.1'"], ["expected KIND:RATE"]),
+    "--inject-noise rate above 1": _usage(
+        "--inject-noise", "uniform:1.5", ["--inject-noise 'uniform:1.5'"], ["RATE must be in [0, 1]"]),
+    "--test-fraction of 1.5": _usage("--test-fraction", "1.5", ["--test-fraction"], ["must be in [0, 1)"]),
+    "--imbalance below 1": _usage("--imbalance", "0.5", ["--imbalance"], ["must be >= 1"]),
+    "--trusted-per-class negative": _usage("--trusted-per-class", "-1", ["--trusted-per-class"], ["must be >= 0"]),
+    "--trusted-per-class not a number": _usage(
+        "--trusted-per-class", "many", ["'--trusted-per-class'", "'many'"], ["is not a valid integer"]),
+    "--max-rows negative": _usage("--max-rows", "-5", ["--max-rows"], ["must be >= 0 (0 = all rows)"]),
+    "unknown option": _usage("--colour", "red", ["No such option '--colour'"], ["winnow ingest --help"]),
+    "--device that does not exist": _usage("--device", "gpu", ["'--device'", "'gpu'"], ["'auto', 'cpu', 'cuda'"]),
+    "--threads negative": _usage("--threads", "-1", ["'--threads'", "-1"], ["x>=0"]),
     "select --method unknown": Refusal(
         lambda t, r: ["select", "--run-dir", str(r), "--method", "kmeans"], 2,
         ["'--method'", "'kmeans'"], ["'facility-location', 'set-cover'"]),
     # -- configs: a file the user wrote, so bad input, exit 1
-    "config: source as a list": Refusal(
-        lambda t, r: _toml(t, r, '[ingest]\nsource = ["digits"]'), 1,
-        ["config [ingest]: option 'source'", "got ['digits']"], ['write source = "digits"']),
-    "config: trusted as a number": Refusal(
-        lambda t, r: _toml(t, r, "[ingest]\ntrusted = 5"), 1,
-        ["config [ingest]: option 'trusted'", "got 5"], ['write trusted = "..."']),
-    "config: unknown option": Refusal(
-        lambda t, r: _toml(t, r, '[ingest]\nsorce = "digits"'), 1,
-        ["config [ingest]: unknown option(s) ['sorce']"], ["valid: ", "source"]),
-    "config: unknown stage": Refusal(
-        lambda t, r: _toml(t, r, "[ingst]\n"), 1, ["unknown key(s) or stage(s) ['ingst']"], ["stages are ingest"]),
-    "config: fractional count": Refusal(
-        lambda t, r: _toml(t, r, "[ingest]\ntrusted_per_class = 2.9"), 1,
-        ["option 'trusted_per_class'", "got 2.9"], ["must be of type int"]),
-    "config: value out of range": Refusal(
-        lambda t, r: _toml(t, r, '[ingest]\nimage_size = "big"'), 1,
-        ["config [ingest]", "--image-size 'big'"], ["expected HEIGHTxWIDTH"]),
-    "config: not TOML": Refusal(
-        lambda t, r: _toml(t, r, "[ingest\n"), 1, ["c.toml is not valid TOML", "line 2"], ["fix the syntax there"]),
+    "config: source as a list": _config(
+        '[ingest]\nsource = ["digits"]', ["config [ingest]: option 'source'", "got ['digits']"], ['write source = "digits"']),
+    "config: trusted as a number": _config(
+        "[ingest]\ntrusted = 5", ["config [ingest]: option 'trusted'", "got 5"], ['write trusted = "..."']),
+    "config: unknown option": _config(
+        '[ingest]\nsorce = "digits"', ["config [ingest]: unknown option(s) ['sorce']"], ["valid: ", "source"]),
+    "config: unknown stage": _config("[ingst]\n", ["unknown key(s) or stage(s) ['ingst']"], ["stages are ingest"]),
+    "config: fractional count": _config(
+        "[ingest]\ntrusted_per_class = 2.9", ["option 'trusted_per_class'", "got 2.9"], ["must be of type int"]),
+    "config: value out of range": _config(
+        '[ingest]\nimage_size = "big"', ["config [ingest]", "--image-size 'big'"], ["expected HEIGHTxWIDTH"]),
+    "config: not TOML": _config("[ingest\n", ["c.toml is not valid TOML", "line 2"], ["fix the syntax there"]),
     "config: no such file": Refusal(
         lambda t, r: ["run", str(t / "none.toml")], 1, ["config file", "none.toml does not exist"],
         ["give the path of a TOML file"]),
-    "config: stages not a list": Refusal(
-        lambda t, r: _toml(t, r, 'stages = "ingest"'), 1, ["stages = 'ingest'"], ["use a list"]),
-    "config: stage not a table": Refusal(
-        lambda t, r: _toml(t, r, "ingest = 5"), 1, ["[ingest] must be a table of options"], ["on a line of its own"]),
-    "config: negative seed": Refusal(
-        lambda t, r: _toml(t, r, "seed = -1"), 1, ["seed = -1"], ["use a whole number >= 0"]),
+    "config: stages not a list": _config('stages = "ingest"', ["stages = 'ingest'"], ["use a list"]),
+    "config: stage not a table": _config(
+        "ingest = 5", ["[ingest] must be a table of options"], ["on a line of its own"]),
+    "config: negative seed": _config("seed = -1", ["seed = -1"], ["use a whole number >= 0"]),
     # -- the order of the stages
     "a stage before its input": Refusal(
         lambda t, r: (r.mkdir(parents=True, exist_ok=True), ["select", "--run-dir", str(r), *QUICK])[1], 1,

@@ -29,6 +29,12 @@ def blobs(n=120, m=30, d=6, c=3, noise=0.3, seed=0):
     return f(x), torch.tensor(yn), f(tx), torch.tensor(ty), flip
 
 
+def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded random 3x6x6 images (for TinyCNN) and their labels in 3 classes."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
 class TorchSaveCheckpoints(MemoryCheckpoints):
     """Stores states as the pipeline does: torch.save, read back with weights_only=True."""
 
@@ -126,9 +132,7 @@ def test_coreset_subset_and_reselect():
 
 
 def test_full_mode_with_a_small_cnn_and_paper_mode_bilevel():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 3, 6, 6, generator=g)
-    y = torch.randint(0, 3, (40,), generator=g)
+    x, y = images(40)
     p = WeightParams(method="bilevel", trainable="full", epochs=1, batch_size=20, bilevel_batches=4,
                      bilevel_validation="train")
     r = run_weight(x, y, x[:0], y[:0], p, num_classes=3, model_factory=TinyCNN)
@@ -143,9 +147,7 @@ def test_full_mode_with_a_small_cnn_and_paper_mode_bilevel():
 @pytest.mark.parametrize("method", METHODS)
 def test_a_one_example_remainder_joins_the_last_batch(method):
     """41 = 2 x 20 + 1: BatchNorm (and Bilevel's validation split) cannot take a batch of one."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(41, 3, 6, 6, generator=g)
-    y = torch.randint(0, 3, (41,), generator=g)
+    x, y = images(41)
     p = WeightParams(method=method, trainable="full", epochs=1, batch_size=20, bilevel_batches=4)
     r = run_weight(x, y, x[:6], y[:6], p, num_classes=3, model_factory=TinyCNN)
     assert np.all(r.columns["times_seen"] == 1)
@@ -174,9 +176,7 @@ def test_errors_name_the_problem():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", METHODS)
 def test_full_mode_on_cuda(method):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 3, 6, 6, generator=g)
-    y = torch.randint(0, 3, (64,), generator=g)
+    x, y = images(64)
     p = WeightParams(method=method, trainable="full", epochs=2, batch_size=32, bilevel_batches=4)
     r = run_weight(x, y, x[:12], y[:12], p, num_classes=3, device="cuda", model_factory=TinyCNN)
     assert np.all(r.columns["times_seen"] == 2)

@@ -127,17 +127,22 @@ def test_model_factory_is_used_and_inputs_are_checked():
     assert built == [1] and r.metrics["model"] == "custom" and "body.0.weight" in r.model_state
     with pytest.raises(ValueError, match="num_classes is 2"):
         train_model(_feature_table(x, y), None, TrainParams(features="embedding", epochs=1), num_classes=2)
-    with pytest.raises(ValueError, match="--weighting"):
-        TrainParams(weighting="sometimes")
-    with pytest.raises(ValueError, match="--epochs"):
-        TrainParams(epochs=0)
-    with pytest.raises(ValueError, match="--batch-size must be >= 2"):
-        TrainParams(batch_size=1)
     with pytest.raises(ValueError, match="every manifest weight is zero"):
         train_model(_feature_table(x, y, np.zeros(len(y))), None,
                     TrainParams(features="embedding", epochs=1, weighting="loss"), num_classes=3)
     with pytest.raises(ValueError, match="needs at least 2"):
         train_model(_feature_table(x[:1], y[:1]), None, TrainParams(features="embedding", epochs=1), num_classes=3)
+
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"weighting": "sometimes"}, "--weighting"), ({"epochs": 0}, "--epochs"),
+     ({"batch_size": 1}, "--batch-size must be >= 2")],
+)
+def test_bad_options_name_the_option(options: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        TrainParams(**options)
 
 
 def test_every_row_is_trained_on_each_epoch_even_a_one_row_remainder(monkeypatch):

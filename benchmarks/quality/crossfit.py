@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.common import print_markdown_table
 from benchmarks.quality.flags import compare
 from winnow.stages.common import schema
 from winnow.stages.embed import EmbedParams, run_embed
@@ -63,12 +64,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [r for w in args.warmup for s in args.seeds for r in rows_for(w, s)]
     print(f"\ntorch {torch.__version__}, {args.threads} thread(s)\n")
-    print("| warm-up | seed | --crossfit | AUROC 1-p(given) | argmax = flipped label | argmax = true label "
-          "| cleanlab F1 | winnow F1 | embed seconds |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['warmup']} | {r['seed']} | {r['mode']} | {r['auroc']:.4f} | {r['memorised']:.3f} | "
-              f"{r['accuracy']:.3f} | {r['cleanlab_f1']:.3f} | {r['winnow_f1']:.3f} | {r['seconds']:.1f} |")
+    print_markdown_table(rows, [
+        ("warm-up", "{warmup}", True), ("seed", "{seed}", True), ("--crossfit", "{mode}", False),
+        ("AUROC 1-p(given)", "{auroc:.4f}", True), ("argmax = flipped label", "{memorised:.3f}", True),
+        ("argmax = true label", "{accuracy:.3f}", True), ("cleanlab F1", "{cleanlab_f1:.3f}", True),
+        ("winnow F1", "{winnow_f1:.3f}", True), ("embed seconds", "{seconds:.1f}", True),
+    ])
 
 
 if __name__ == "__main__":

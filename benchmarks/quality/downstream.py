@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from benchmarks.common import print_markdown_table
 from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import vectors_to_arrow, with_metadata
@@ -152,11 +153,12 @@ def main() -> None:
         for sc in cifar(args.data_seed, args.cifar_rows, with_test=True):
             rows += run(sc, {"MLP on embedding": mlp}, args.seeds, args.data_seed)
     print(f"\ntotal {time.perf_counter() - start:.0f} s; training seeds {args.seeds}, data seed {args.data_seed}")
-    print("\n| scenario | model | trained on | rows used | label noise in them | test acc final | test acc best |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['scenario']} | {r['model']} | {r['arm']} | {r['rows']} | {r['label_noise']:.3f} | "
-              f"{_pm(r['final'])} | {_pm(r['best'])} |")
+    print()
+    print_markdown_table(rows, [
+        ("scenario", "{scenario}", False), ("model", "{model}", False), ("trained on", "{arm}", False),
+        ("rows used", "{rows}", True), ("label noise in them", "{label_noise:.3f}", True),
+        ("test acc final", lambda r: _pm(r["final"]), True), ("test acc best", lambda r: _pm(r["best"]), True),
+    ])
 
 
 if __name__ == "__main__":

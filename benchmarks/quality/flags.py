@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from benchmarks.common import print_markdown_table
 from benchmarks.quality.scenarios import CIFAR, Scenario, cifar, digits, export_tables
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import vectors_from_arrow
@@ -105,11 +106,11 @@ def main() -> None:
     if args.cifar and (CIFAR / "train.parquet").exists():
         for sc in cifar(args.seed, args.cifar_rows):
             rows += scenario_rows(sc, args.seed)
-    print("\n| scenario | method | precision | recall | F1 | AUROC |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['scenario']} | {r['method']} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{r['f1']:.3f} | {r['auroc']:.3f} |")
+    print()
+    print_markdown_table(rows, [
+        ("scenario", "{scenario}", False), ("method", "{method}", False), ("precision", "{precision:.3f}", True),
+        ("recall", "{recall:.3f}", True), ("F1", "{f1:.3f}", True), ("AUROC", "{auroc:.3f}", True),
+    ])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import print_markdown_table
+
 METHODS = ("none", "l2rw", "mwn", "bilevel", "soseleto")
 
 
@@ -79,11 +81,11 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     base = next((r["seconds"] for r in rows if r["method"] == "none"), float("nan"))
     print(f"{args.rows:,} x 128 features, 10 classes, {args.epochs} epochs, {args.threads} thread(s)\n")
-    print("| method | seconds | x `none` | peak RSS (GiB) | weight AUROC |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['method']} | {r['seconds']:.1f} | {r['seconds'] / base:.2f} | {r['peak_rss_gib']:.2f} | "
-              f"{r['auroc']:.3f} |")
+    print_markdown_table(rows, [
+        ("method", "{method}", False), ("seconds", "{seconds:.1f}", True),
+        ("x `none`", lambda r: f"{r['seconds'] / base:.2f}", True), ("peak RSS (GiB)", "{peak_rss_gib:.2f}", True),
+        ("weight AUROC", "{auroc:.3f}", True),
+    ])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """One self-contained HTML page that shows what export found: pure core of ``winnow report``.
 
 No network, no external CSS, JS or fonts: plots are matplotlib PNGs and thumbnails PNGs, both
-embedded as base64 data URIs, and the page has no script at all. The page is the jinja2 template
+embedded as base64 data URIs. The page's one script is the package's constant ``review.js`` (review
+buttons that build a corrections CSV), allowed by its hash in the page's Content-Security-Policy;
+no value of the data is ever written into it. The page is the jinja2 template
 ``templates/report.html.j2`` (package data) rendered with autoescape on, so every string that
 comes from the data or the user (class names, ids, uris, errors, summary keys, the title) is
 escaped by the template engine rather than by hand; this module only computes what the page
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from typing import Any
 
 import jinja2
@@ -58,6 +62,9 @@ figure img{display:block;margin:0 auto 4px;image-rendering:pixelated;max-width:1
 .given{color:#d1495b}.sugg{color:#2a7d2e}.muted{color:#777}
 img.plot{max-width:100%;height:auto}
 .noimg{height:64px;display:flex;align-items:center;justify-content:center;color:#999;background:#eee}
+.review{margin:8px 0 12px}.actions{margin-top:4px;display:flex;flex-wrap:wrap;gap:2px}
+.actions button,.actions select{font-size:11px;padding:1px 4px}
+figure[data-decision]{border-color:#2a7d2e;background:#eef7ee}figure[data-decision=drop]{border-color:#d1495b;background:#fbeeee}
 """
 
 
@@ -323,8 +330,10 @@ def _flagged_section(v: _View, top: int) -> dict[str, Any]:
             "confidence": conf[i], "score": float(v.score[r]),
             "has_weight": v.weight is not None, "weight": float(v.weight[r]) if v.weight is not None else None,
             "truth": name(v.true_label[r]) if known else None, "uri": uris[i],
+            "given_index": int(v.label[r]),
+            "suggested_index": int(v.suggested[r]) if v.suggested is not None and 0 <= v.suggested[r] < v.k else None,
         })
-    return _section("flagged", title, {"kind": "figures", "figures": figures})
+    return _section("flagged", title, {"kind": "figures", "figures": figures, "names": v.names})
 
 
 def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -395,7 +404,8 @@ def render_report(
     Returns
     -------
     str
-        The HTML document: no script, no external resource; plots and thumbnails are data URIs.
+        The HTML document: no external resource, one constant script (review buttons); plots and
+        thumbnails are data URIs.
     """
     if top < 1:
         raise ValueError(f"--top must be >= 1, got {top}")
@@ -416,4 +426,16 @@ def render_report(
     nav = ([("summary", "Summary"), ("classes", "Classes"), ("confusion", "Relabels"), ("weights", "Weights"),
             ("flagged", "Flagged"), ("coreset", "Coreset")]
            + ([("evaluation", "Evaluation")] if evaluation else []) + [("errors", "Errors")])
-    return _template().render(title=title, css=Markup(CSS), nav=nav, sections=sections)
+    script = review_script()
+    return _template().render(title=title, css=Markup(CSS), nav=nav, sections=sections, script=Markup(script),
+                              script_hash=csp_hash(script))
+
+
+def review_script() -> str:
+    """The page's one script (package data): review buttons that build a corrections CSV."""
+    return (files("winnow.stages.report") / "templates" / "review.js").read_text(encoding="utf-8")
+
+
+def csp_hash(script: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline script."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import kstest
 
-from winnow.stages.export.fdr import benjamini_hochberg, conformal_pvalues, exchangeability_check
+from winnow.stages.export.fdr import benjamini_hochberg, conformal_pvalues, exchangeability_check, fdr_flags
 
 
 def _pvalues_reference(scores: np.ndarray, cal: np.ndarray) -> np.ndarray:
@@ -81,3 +81,32 @@ def test_exchangeability_check_warns_on_a_shift_only():
     shifted = exchangeability_check(np.r_[rng.normal(size=3000) + 0.5, noisy], cal)
     assert shifted.warn and "may not be exchangeable" in shifted.message
     assert exchangeability_check(np.r_[rng.normal(size=3000) + 5, noisy], cal).warn  # all above the median
+
+
+def test_fdr_flags_tests_train_rows_against_the_trusted_rows():
+    """fdr_flags takes the trusted rows' 1 - q[given] as the clean calibration sample; only scored
+    train rows get a p-value; BH flags the clear cases."""
+    rng = np.random.default_rng(0)
+    n, c = 600, 3
+    labels = rng.integers(0, c, n)
+    trusted = np.zeros(n, bool)
+    trusted[:100] = True
+    train = ~trusted
+    noisy = train & (rng.random(n) < 0.3)
+    posterior = np.full((n, c), 0.05)
+    posterior[np.arange(n), labels] = rng.uniform(0.6, 0.9, n)  # clean: confident in the given label
+    posterior[noisy, labels[noisy]] = rng.uniform(0.0, 0.05, noisy.sum())  # noisy: not at all
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    signal = np.where(train, 1.0 - posterior[np.arange(n), labels], np.nan)
+    signal[5 + 100] = np.nan  # an unscored train row is not tested
+    out = fdr_flags(signal, posterior, labels, train=train, trusted=trusted, q=0.1)
+    assert np.isnan(out.pvalue[trusted]).all() and np.isnan(out.pvalue[105]) and not out.flag[105]
+    np.testing.assert_allclose(out.pvalue[train & np.isfinite(signal)],
+                               conformal_pvalues(signal[train & np.isfinite(signal)],
+                                                 1.0 - posterior[np.arange(100), labels[:100]]))
+    assert out.flag[noisy & np.isfinite(signal)].all(), "every noisy row's p-value is the smallest"
+    assert (out.flag & ~noisy).sum() / out.flag.sum() < 0.1, "a few clean rows, as BH allows"
+    assert out.summary["trusted_rows"] == 100 and out.summary["flagged"] == int(out.flag.sum())
+    assert out.summary["smallest_pvalue"] == pytest.approx(1 / 101)
+    with pytest.raises(ValueError, match="--fdr needs trusted rows"):
+        fdr_flags(signal, posterior, labels, train=train, trusted=np.zeros(n, bool), q=0.1)

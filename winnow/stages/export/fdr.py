@@ -115,3 +115,43 @@ def exchangeability_check(train: np.ndarray, trusted: np.ndarray, *, alpha: floa
            "so the FDR guarantee may not hold" if warn else
            f"low scores of training and trusted rows agree (KS {res.statistic:.3f}, p={res.pvalue:.2g})")
     return ExchangeabilityCheck(float(res.statistic), float(res.pvalue), warn, msg)
+
+
+@dataclass
+class FdrFlags:
+    """Per-row p-values and flags of :func:`fdr_flags`, and what the summary reports."""
+
+    pvalue: np.ndarray  # (n,) float64, NaN where the row is not tested (not a scored train row)
+    flag: np.ndarray  # (n,) bool
+    summary: dict
+
+
+def fdr_flags(label_signal: np.ndarray, posterior: np.ndarray, labels: np.ndarray, *, train: np.ndarray,
+              trusted: np.ndarray, q: float) -> FdrFlags:
+    """Flags at false-discovery rate ``q``: conformal p-values of the train rows' label signal
+    (``1 - q[given]``, the meta weight left out: trusted rows have none) against the same signal of
+    the trusted rows, which export scores out of sample (leave-one-out neighbour votes,
+    cross-fitted probs), then Benjamini-Hochberg.
+
+    Parameters
+    ----------
+    label_signal : (n,) float, ``1 - posterior[i, labels[i]]`` for scored train rows, NaN elsewhere.
+    posterior : (n, C) export's combined class posterior (NaN rows where none).
+    labels : (n,) int given labels.
+    train, trusted : (n,) bool masks of the usable train and trusted rows.
+    q : the false-discovery rate, in (0, 1).
+    """
+    rows = np.flatnonzero(trusted & np.isfinite(posterior).all(axis=1))
+    if len(rows) == 0:
+        raise ValueError("--fdr needs trusted rows with a class posterior (run embed, and give a trusted split)")
+    calibration = 1.0 - posterior[rows, labels[rows]]
+    tested = train & np.isfinite(label_signal)
+    pvalue = np.full(len(labels), np.nan)
+    pvalue[tested] = conformal_pvalues(label_signal[tested], calibration)
+    flag = benjamini_hochberg(pvalue, q)
+    check = exchangeability_check(label_signal[tested], calibration)
+    summary = {"q": q, "flagged": int(flag.sum()), "tested_rows": int(tested.sum()), "trusted_rows": int(len(rows)),
+               "smallest_pvalue": 1.0 / (len(rows) + 1),
+               "exchangeability": {"ks_statistic": check.statistic, "pvalue": check.pvalue, "warn": check.warn,
+                                   "message": check.message}}
+    return FdrFlags(pvalue, flag, summary)

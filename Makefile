@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/winnow demo
 
 # Type-checked where it is cheap: the run-directory contract, config, shared helpers and ingest.
-TYPED := winnow/pipeline/rundir.py winnow/pipeline/runner.py winnow/pipeline/config.py winnow/pipeline/artifacts.py winnow/stages/common winnow/stages/ingest
+TYPED := winnow/pipeline/rundir.py winnow/pipeline/runner.py winnow/pipeline/config.py winnow/pipeline/settings.py winnow/pipeline/demo.py winnow/pipeline/artifacts.py winnow/stages/common winnow/stages/ingest
 
 lint: $(STAMP)
 	$(BIN)/ruff check winnow tests benchmarks

@@ -24,29 +24,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from winnow.pipeline.cli import InputError, execute, plan_from_config, run_plan, run_settings
+from winnow.pipeline.beam import BEAM_STAGES
+from winnow.pipeline.cli import InputError, execute, plan_from_config, run_plan
 from winnow.pipeline.config import build_params, load_config
+from winnow.pipeline.demo import DEMO_CONFIG, DEMO_DESCRIPTION, DEMO_RUN_DIR, demo_summary
 from winnow.pipeline.rundir import RunDir
 from winnow.pipeline.runner import StageOutcome
-from winnow.pipeline.steps import DEMO_CONFIG, STEPS, Step, demo_summary
+from winnow.pipeline.settings import FIELDS, RunSettings, env_default
+from winnow.pipeline.steps import STEPS, Step
 from winnow.stages.common.arrow import as_arrow_table
 
 __all__ = ["StageRun", "demo", "embed", "evaluate", "export", "ingest", "report", "run", "select", "train", "weight"]
 
-# The run-level options every stage function takes after its own (the CLI's common options).
+# The run-level options every stage function takes after its own (RunSettings' fields; the run
+# directory is the first argument): name -> (default, type, help). An option read from an
+# environment variable by the CLI (threads) defaults to None here: the variable, else its default.
 RUN_OPTIONS: dict[str, tuple[Any, str, str]] = {
-    "seed": (0, "int", "Seed for every random choice."),
-    "device": ("auto", "str", "Where torch and FAISS run: 'auto' (CUDA when available), 'cpu' or 'cuda'."),
-    "threads": (None, "int | None", "CPU threads for torch and FAISS; 0 = torch's default (one per core); None = "
-                                    "$WINNOW_THREADS, else 0 (as the CLI). Part of the cache key where CPU results "
-                                    "depend on it."),
-    "force": (False, "bool", "Re-run even if the cached result is up to date."),
+    f.name: (None, f"{f.type} | None",
+             f"{f.metadata['help']} None = ${f.metadata['envvar']}, else {f.default!r} (as the CLI).")
+    if f.metadata["envvar"] else (f.default, str(f.type), f.metadata["help"])
+    for f in FIELDS.values() if f.name != "run_dir"
 }
-BEAM_OPTIONS: dict[str, tuple[Any, str, str]] = {
-    "executor": ("local", "str", "'local' (this process) or 'beam' (an Apache Beam pipeline; the beam extra)."),
-    "beam_options": ((), "tuple[str, ...]", "Beam pipeline options as 'KEY=VALUE' strings, e.g. 'runner=FlinkRunner'."),
-}
-BEAM_STAGES = ("ingest", "embed", "select", "export")
 TABLE_ARGS = ("source", "trusted")  # ingest's arguments that may be a table instead of a path
 
 EXAMPLES = {
@@ -114,24 +112,20 @@ def _stage_run(run: RunDir, outcome: StageOutcome) -> StageRun:
                     skipped=outcome.record.get("skipped"))
 
 
-def _threads(threads: int | None) -> int:
-    """``threads``, or as the CLI's ``--threads`` defaults: ``$WINNOW_THREADS``, else 0."""
-    if threads is None:
-        text = os.environ.get("WINNOW_THREADS", "0")
-        if not text.isdigit():
-            raise ValueError(f"WINNOW_THREADS={text!r}: expected a whole number >= 0 (0 = torch's default)")
-        return int(text)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads={threads!r}: expected a whole number >= 0 (0 = torch's default), or None")
-    return threads
+def _settings(values: dict[str, Any], *, where: str) -> RunSettings:
+    """The run settings among keyword arguments, checked as a TOML config's are; an unset one
+    (None) as the CLI leaves it: its environment variable, else its default."""
+    given = dict(values)
+    for name, f in FIELDS.items():
+        if f.metadata["envvar"] and given.get(name) is None:
+            given[name] = env_default(name)
+    return RunSettings.from_values(given, where=where, toml=False)
 
 
-def _execute(run: RunDir, step: Step, params: Any, settings: dict[str, Any]) -> StageOutcome:
+def _execute(run: RunDir, step: Step, params: Any, settings: RunSettings) -> StageOutcome:
     """:func:`winnow.pipeline.cli.execute`, the CLI's own path; its errors as ValueError."""
     try:
-        return execute(run, step, params, seed=settings["seed"], device=settings["device"], force=settings["force"],
-                       executor=settings.get("executor", "local"),
-                       beam_options=tuple(settings.get("beam_options", ())), threads=settings["threads"])
+        return execute(run, step, params, settings)
     except InputError as exc:
         raise ValueError(exc.message) from exc
 
@@ -162,9 +156,7 @@ def _write_if_changed(table: pa.Table, path: Path) -> None:
 
 def _run_stage(name: str, run_dir: str | Path, options: dict[str, Any]) -> StageRun:
     step = STEPS[name]
-    extra = {**RUN_OPTIONS, **(BEAM_OPTIONS if name in BEAM_STAGES else {})}
-    settings = {k: options.pop(k, default) for k, (default, _, _) in extra.items()}
-    settings["threads"] = _threads(settings["threads"])
+    settings = _settings({k: options.pop(k) for k in _run_options(name) if k in options}, where=f"winnow.{name}")
     tables: dict[Path, pa.Table] = {}
     if name == "ingest":  # a table is stored under <run>/inputs/ and ingested from there
         for key in TABLE_ARGS:
@@ -183,6 +175,11 @@ def _run_stage(name: str, run_dir: str | Path, options: dict[str, Any]) -> Stage
     return _stage_run(run, _execute(run, step, params, settings))
 
 
+def _run_options(stage: str) -> dict[str, tuple[Any, str, str]]:
+    """The run-level options of ``stage``'s function: the executor's only on the Beam stages."""
+    return {k: v for k, v in RUN_OPTIONS.items() if stage in BEAM_STAGES or not FIELDS[k].metadata["beam"]}
+
+
 def _type_name(f: dataclasses.Field) -> str:
     return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
 
@@ -193,7 +190,7 @@ def _stage_function(name: str) -> Callable[..., StageRun]:
     dataclass."""
     step = STEPS[name]
     fields = dataclasses.fields(step.params_cls)
-    extra = {**RUN_OPTIONS, **(BEAM_OPTIONS if name in BEAM_STAGES else {})}
+    extra = _run_options(name)
 
     def stage(run_dir: str | Path, /, **options: Any) -> StageRun:
         unknown = sorted(set(options) - {f.name for f in fields} - set(extra))
@@ -268,26 +265,23 @@ def run(config: str | Path | Mapping[str, Any], *, run_dir: str | Path | None = 
     --------
     >>> runs = winnow.run("examples/pipeline.toml", run_dir="runs/p")  # doctest: +SKIP
     """
+    cfg = dict(config) if isinstance(config, Mapping) else load_config(Path(config))
+    plan = plan_from_config(cfg)
+    settings = RunSettings.from_values(cfg)
+    if threads is not None:  # (None: the config's threads, not $WINNOW_THREADS)
+        settings = dataclasses.replace(settings, threads=_settings({"threads": threads}, where="winnow.run").threads)
+    settings = dataclasses.replace(settings, force=force or settings.force)
+    rd = RunDir(run_dir or settings.run_dir)
     try:
-        cfg = dict(config) if isinstance(config, Mapping) else load_config(Path(config))
-        plan = plan_from_config(cfg)
-        settings = run_settings(cfg)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from exc
-    rd = RunDir(run_dir or settings["run_dir"])
-    try:
-        outcomes = run_plan(rd, plan, seed=settings["seed"], device=settings["device"], force=force or settings["force"],
-                            quiet=True, executor=settings["executor"], beam_options=settings["beam_option"],
-                            threads=settings["threads"] if threads is None else _threads(threads))
+        outcomes = run_plan(rd, plan, settings, quiet=True)
     except InputError as exc:
         raise ValueError(exc.message) from exc
     return [_stage_run(rd, o) for o in outcomes]
 
 
-def demo(run_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = "auto", threads: int | None = None,
-         force: bool = False) -> dict[str, Any]:
-    """Every stage on scikit-learn's digits with 40% label noise and 10 trusted images per class,
-    as ``winnow demo`` runs it (the same outputs, byte for byte).
+def demo(run_dir: str | Path = DEMO_RUN_DIR, **settings: Any) -> dict[str, Any]:
+    """Every stage on scikit-learn's {demo}, as ``winnow demo`` runs it (the same
+    outputs, byte for byte), with the run-level options of a stage function (no executor).
 
     Returns
     -------
@@ -299,11 +293,22 @@ def demo(run_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = "aut
     --------
     >>> winnow.demo("runs/demo", threads=1)["flags"]["f1"]  # doctest: +SKIP
     """
+    unknown = sorted(set(settings) - set(_run_options("demo")))
+    if unknown:
+        raise TypeError(f"winnow.demo() got unknown option(s) {unknown}; see help(winnow.demo)")
+    checked = _settings(settings, where="winnow.demo")
     rd = RunDir(run_dir)
     plan = [(STEPS[name], build_params(STEPS[name].params_cls, values, where=f"demo [{name}]"))
             for name, values in DEMO_CONFIG.items()]
     try:
-        run_plan(rd, plan, seed=seed, device=device, force=force, quiet=True, threads=_threads(threads))
+        run_plan(rd, plan, checked, quiet=True)
     except InputError as exc:
         raise ValueError(exc.message) from exc
     return demo_summary(rd)
+
+
+demo.__doc__ = (demo.__doc__ or "").format(demo=DEMO_DESCRIPTION)
+demo.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEMO_RUN_DIR, annotation="str | Path")]
+    + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ)
+       for k, (default, typ, _) in _run_options("demo").items()], return_annotation="dict[str, Any]")

@@ -6,6 +6,7 @@ Human-readable output goes to stderr; ``--json`` prints a machine-readable summa
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -29,10 +30,12 @@ from winnow.pipeline import demo as demo_mod
 from winnow.pipeline import steps as steps_mod
 from winnow.pipeline import terminal
 from winnow.pipeline.beam import BEAM_STAGES, beam_adapter
-from winnow.pipeline.config import RUN_KEYS, build_params, click_options, load_config
+from winnow.pipeline.config import build_params, click_options, load_config
 from winnow.pipeline.contract import OptionsChanged
 from winnow.pipeline.rundir import RunDir, StageMissing
 from winnow.pipeline.runner import StageOutcome, input_digests, run_stage
+from winnow.pipeline.settings import RUN_KEYS, RunSettings, override
+from winnow.pipeline.settings import click_options as settings_options
 from winnow.stages.common import progress
 from winnow.stages.common.params import to_dict
 
@@ -57,40 +60,12 @@ class InputError(click.ClickException):
     exit_code = 1
 
 
-def _common_options() -> list[click.Option]:
-    """Options every stage command takes."""
+def _output_options(quiet_help: str = "Only errors; no progress bars.") -> list[click.Option]:
+    """How much a command prints (not a run setting: it changes no result)."""
     return [
-        click.Option(["--run-dir"], type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
-                     show_default=True, help="Run directory: one folder per stage."),
-        click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed for every random choice."),
-        click.Option(["--device"], type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where torch and FAISS run: CUDA when available with auto."),
-        _threads_option(),
-        click.Option(["--force"], is_flag=True, help="Re-run even if the cached result is up to date."),
         click.Option(["--json", "json_out"], is_flag=True, help="Print a machine-readable summary on stdout."),
         click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug)."),
-        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors; no progress bars."),
-    ]
-
-
-THREADS_HELP = ("CPU threads for torch and FAISS in this process; 0 = torch's default (one per core). "
-                "On a busy or shared machine 1 can be several times faster. Part of the cache key of the "
-                "stages whose CPU results depend on it (stage.json's thread_dependence says how).")
-
-
-def _threads_option() -> click.Option:
-    return click.Option(["--threads"], type=click.IntRange(min=0), default=0, show_default=True,
-                        envvar="WINNOW_THREADS", show_envvar=True, help=THREADS_HELP)
-
-
-def _executor_options() -> list[click.Option]:
-    """--executor / --beam-option, for the data-parallel stages (see docs/beam.md)."""
-    return [
-        click.Option(["--executor"], type=click.Choice(["local", "beam"]), default="local", show_default=True,
-                     help="Run in this process (local) or as an Apache Beam pipeline (beam)."),
-        click.Option(["--beam-option", "beam_option"], multiple=True, metavar="KEY=VALUE",
-                     help="Beam pipeline option (repeatable), e.g. runner=FlinkRunner; default: Beam's "
-                          "local FnApiRunner (no Prism download), 2 worker processes."),
+        click.Option(["-q", "--quiet"], is_flag=True, help=quiet_help),
     ]
 
 
@@ -104,21 +79,22 @@ def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
     progress.set_enabled(bars, plain_lines=not quiet and not bars)
 
 
-def execute(run: RunDir, step: steps_mod.Step, params: Any, *, seed: int, device: str, force: bool,
-            executor: str = "local", beam_options: tuple[str, ...] = (), threads: int = 0) -> StageOutcome:
-    """Run one step with the stage cache, translating known failures into :class:`InputError`."""
+def execute(run: RunDir, step: steps_mod.Step, params: Any, settings: RunSettings) -> StageOutcome:
+    """Run one step with the stage cache, translating known failures into :class:`InputError`
+    (``settings.run_dir`` aside: ``run`` is the run directory)."""
     from winnow.stages.common.torch_utils import cpu_threads
 
+    executor = settings.executor
     try:
         inputs = input_digests(run, step.name, params)
         adapter = beam_adapter(step.name) if executor == "beam" else None
         if adapter is None:  # stages without a Beam version run (and are recorded) as local
             adapter, executor = step.adapter, "local"
-        with cpu_threads(threads) as used:
+        with cpu_threads(settings.threads) as used:
             return run_stage(
                 run, step.name, params=to_dict(params), inputs=inputs,
-                adapter=lambda ctx: adapter(ctx, params), seed=seed, device=device, force=force,
-                executor=executor, beam_options=beam_options,
+                adapter=lambda ctx: adapter(ctx, params), seed=settings.seed, device=settings.device,
+                force=settings.force, executor=executor, beam_options=settings.beam_options,
                 threads=used if step.name in steps_mod.THREAD_DEPENDENCE else None,
                 thread_dependence=steps_mod.THREAD_DEPENDENCE.get(step.name, ""),
             )
@@ -160,17 +136,15 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 
 def _stage_command(step: steps_mod.Step) -> click.Command:
-    def callback(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, verbose: int,
-                 quiet: bool, **values: Any) -> None:
+    def callback(json_out: bool, verbose: int, quiet: bool, **values: Any) -> None:
         _setup_output(verbose, quiet, json_out)
-        executor, beam_options = values.pop("executor", "local"), tuple(values.pop("beam_option", ()))
+        settings = RunSettings.pop_from(values)
         try:
             params = build_params(step.params_cls, values, where=f"winnow {step.name}")
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        with _opened_run(run_dir, create=not step.required) as run:
-            outcome = execute(run, step, params, seed=seed, device=device, force=force,
-                              executor=executor, beam_options=beam_options, threads=threads)
+        with _opened_run(settings.run_dir, create=not step.required) as run:
+            outcome = execute(run, step, params, settings)
         _report_outcome(outcome, run, quiet or json_out)
         _print_notes(run, step, params, quiet)
         if step.name in terminal.PRINTERS and not (quiet or json_out):
@@ -181,7 +155,7 @@ def _stage_command(step: steps_mod.Step) -> click.Command:
 
     command = click.Command(
         step.name, callback=callback,
-        params=_common_options() + (_executor_options() if step.name in BEAM_STAGES else []) + click_options(step.params_cls),
+        params=settings_options(beam=step.name in BEAM_STAGES) + _output_options() + click_options(step.params_cls),
         help=f"{step.summary}\n\n\b\nExample:\n  {EXAMPLES.get(step.name, '')}", short_help=step.summary,
     )
     if step.name == "ingest":
@@ -245,18 +219,7 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
     Console().print(table)
 
 
-@main.command("run")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Override the config's run_dir.")
-@click.option("--force", is_flag=True, help="Re-run every stage.")
-@click.option("--threads", type=click.IntRange(min=0), default=None, envvar="WINNOW_THREADS", show_envvar=True,
-              help="Override the config's threads. " + THREADS_HELP)
-@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("-v", "--verbose", count=True, help="More log output.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
-def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None, json_out: bool, verbose: int,
-            quiet: bool) -> None:
+def run_cmd(config: Path, json_out: bool, verbose: int, quiet: bool, **values: Any) -> None:
     """Run the stages of a TOML config in order (each [stage] table sets that stage's options).
 
     \b
@@ -267,45 +230,21 @@ def run_cmd(config: Path, run_dir: Path | None, force: bool, threads: int | None
     try:
         cfg = load_config(config)
         plan = plan_from_config(cfg)
-        settings = run_settings(cfg)
+        settings = override(RunSettings.from_values(cfg), values)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    with _opened_run(run_dir or Path(settings["run_dir"]), create=True) as run:
-        outcomes = run_plan(run, plan, seed=settings["seed"], device=settings["device"],
-                            force=force or settings["force"], quiet=quiet or json_out, executor=settings["executor"],
-                            beam_options=settings["beam_option"],
-                            threads=settings["threads"] if threads is None else threads, notes=not quiet)
+    with _opened_run(settings.run_dir, create=True) as run:
+        outcomes = run_plan(run, plan, settings, quiet=quiet or json_out, notes=not quiet)
     if json_out:
         _emit_json({"run_dir": str(run.root), "stages": {
             o.stage: {"cached": o.cached, "metrics": o.metrics, **({"skipped": o.record["skipped"]} if "skipped" in o.record else {})}
             for o in outcomes}})
 
 
-def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config's top-level keys (:data:`RUN_KEYS`), checked, with their defaults filled in."""
-
-    def bad(key: str, want: str) -> ValueError:
-        return ValueError(f"config: {key} = {cfg[key]!r}; use {want}")
-
-    out: dict[str, Any] = {"run_dir": "runs/default", "seed": 0, "device": "auto", "executor": "local",
-                           "beam_option": (), "force": False, "threads": 0}
-    for key in ("run_dir", "device"):
-        if key in cfg and not isinstance(cfg[key], str):
-            raise bad(key, "a string")
-    for key in ("seed", "threads"):
-        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0):
-            raise bad(key, "a whole number >= 0" + (" (0 = the libraries' default)" if key == "threads" else ""))
-    if "force" in cfg and not isinstance(cfg["force"], bool):
-        raise bad("force", "true or false")
-    if cfg.get("executor", "local") not in ("local", "beam"):
-        raise bad("executor", '"local" or "beam"')
-    beam_option = cfg.get("beam_option", [])
-    if isinstance(beam_option, str):
-        beam_option = [beam_option]
-    if not isinstance(beam_option, list) or not all(isinstance(o, str) for o in beam_option):
-        raise bad("beam_option", 'a list of "KEY=VALUE" strings')
-    out.update({k: cfg[k] for k in out if k in cfg}, beam_option=tuple(beam_option))
-    return out
+main.add_command(click.Command(
+    "run", callback=run_cmd, help=inspect.getdoc(run_cmd),
+    params=[click.Argument(["config"], type=click.Path(dir_okay=False, path_type=Path)),
+            *settings_options(beam=True, overrides=True), *_output_options()]))
 
 
 def _open_run(path: Path) -> RunDir:
@@ -361,9 +300,8 @@ def plan_from_config(cfg: dict[str, Any]) -> list[tuple[steps_mod.Step, Any]]:
     return plan
 
 
-def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, device: str, force: bool,
-             quiet: bool, executor: str = "local", beam_options: tuple[str, ...] = (),
-             threads: int = 0, notes: bool = False) -> list[StageOutcome]:
+def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], settings: RunSettings, *, quiet: bool,
+             notes: bool = False) -> list[StageOutcome]:
     """Run ``plan`` in order. A stage that this run's data cannot feed (:func:`steps.skip_reason`:
     evaluate without a truth, train without images) is skipped with a line saying why; its outcome
     then has ``record == {"skipped": reason}``."""
@@ -377,43 +315,37 @@ def run_plan(run: RunDir, plan: list[tuple[steps_mod.Step, Any]], *, seed: int, 
                               + (" (its results from earlier inputs were removed)" if removed else ""))
             outcomes.append(StageOutcome(step.name, False, {"skipped": reason}))
             continue
-        outcome = execute(run, step, params, seed=seed, device=device, force=force, executor=executor,
-                          beam_options=beam_options, threads=threads)
+        outcome = execute(run, step, params, settings)
         _report_outcome(outcome, run, quiet)
         _print_notes(run, step, params, not notes)
         outcomes.append(outcome)
     return outcomes
 
 
-@main.command("demo")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Run directory.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, envvar="WINNOW_THREADS",
-              show_envvar=True, help=THREADS_HELP)
-@click.option("--force", is_flag=True, help="Re-run every stage.")
-@click.option("--json", "json_out", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="Only the final table; no progress bars.")
-def demo_cmd(run_dir: Path, seed: int, device: str, threads: int, force: bool, json_out: bool, quiet: bool) -> None:
-    """Run every stage on scikit-learn's digits with 40% label noise and 10 trusted images per class.
-
-    \b
-    Example:
-      winnow demo --run-dir runs/demo
-    """
-    _setup_output(0, quiet, json_out)
+def demo_cmd(json_out: bool, verbose: int, quiet: bool, **values: Any) -> None:
+    """``winnow demo``: :data:`demo.DEMO_CONFIG` through :func:`run_plan`, then its summary (the
+    help text is made from the config, below)."""
+    _setup_output(verbose, quiet, json_out)
+    settings = RunSettings.pop_from(values)
     started = time.time()
-    plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, values, where=f"demo [{name}]"))
-            for name, values in demo_mod.DEMO_CONFIG.items()]
-    with _opened_run(run_dir, create=True) as run:
-        run_plan(run, plan, seed=seed, device=device, force=force, quiet=quiet or json_out, threads=threads)
+    plan = [(steps_mod.STEPS[name], build_params(steps_mod.STEPS[name].params_cls, options, where=f"demo [{name}]"))
+            for name, options in demo_mod.DEMO_CONFIG.items()]
+    with _opened_run(settings.run_dir, create=True) as run:
+        run_plan(run, plan, settings, quiet=quiet or json_out)
     summary = demo_mod.demo_summary(run)
     summary["seconds"] = round(time.time() - started, 1)
     if json_out:
         _emit_json(summary)
     else:
         demo_mod.print_demo(summary, console)
+
+
+main.add_command(click.Command(
+    "demo", callback=demo_cmd,
+    help=f"Run every stage on scikit-learn's {demo_mod.DEMO_DESCRIPTION}.\n\n\b\nExample:\n  winnow demo --run-dir "
+         f"{demo_mod.DEMO_RUN_DIR}",
+    params=[*settings_options(run_dir=Path(demo_mod.DEMO_RUN_DIR)),
+            *_output_options(quiet_help="Only the final table; no progress bars.")]))
 
 
 if __name__ == "__main__":  # pragma: no cover

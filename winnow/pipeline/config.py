@@ -12,10 +12,6 @@ import click
 
 from winnow.stages.common.params import check_options, range_error
 
-# Keys of a TOML config's top level (everything else is a [stage] table).
-RUN_KEYS = {"run_dir", "seed", "device", "stages", "executor", "beam_option", "force", "threads"}
-
-
 _TYPES: dict[Any, type] = {int: int, float: float, str: str, bool: bool, "int": int, "float": float, "str": str, "bool": bool}
 
 

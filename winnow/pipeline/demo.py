@@ -23,6 +23,19 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+def describe(config: dict[str, dict[str, Any]]) -> str:
+    """The demo's data in words, from its ingest options: ``digits, 40% uniform label noise, 10
+    trusted images per class``; the CLI's help, the table it prints and the API's docstring say
+    this, so that they follow :data:`DEMO_CONFIG` when it changes."""
+    ingest = config["ingest"]
+    kind, _, rate = ingest["inject_noise"].partition(":")
+    return (f"{ingest['source']}, {float(rate):.0%} {kind} label noise, "
+            f"{ingest['trusted_per_class']} trusted images per class")
+
+
+DEMO_DESCRIPTION = describe(DEMO_CONFIG)
+
+
 def demo_summary(run: RunDir) -> dict[str, Any]:
     """What the demo found against the truth, and where its manifests and report are."""
     evaluation = json.loads(run.path("evaluate", contract.EVALUATION).read_text())
@@ -38,10 +51,11 @@ def demo_summary(run: RunDir) -> dict[str, Any]:
 
 
 def print_demo(summary: dict[str, Any], console: Any) -> None:
+    """The demo's summary as a table on ``console`` (``winnow demo`` without ``--json``)."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="winnow demo: digits, 40% uniform label noise, 10 trusted images per class")
+    table = Table(title=f"winnow demo: {DEMO_DESCRIPTION}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in summary["flags"].items():

@@ -20,7 +20,6 @@ def test_table(run: RunDir) -> pa.Table | None:
     return manifest.filter(pa.array(keep)) if keep.any() else None
 
 
-
 _TIMING_KEY = re.compile(r"(^|_)(s|seconds)$|^timings$")  # seconds, knn_s, images_per_s, warmup_seconds
 
 

@@ -11,7 +11,6 @@ which the workers get as a side input.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,7 +27,14 @@ from winnow.pipeline.beam.io import (
 from winnow.pipeline.beam.options import pipeline_options
 from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
-from winnow.stages.select.core import SelectResult, empty_columns, select, split_budget
+from winnow.stages.select.core import (
+    SelectResult,
+    check_inputs,
+    empty_columns,
+    select,
+    select_metrics,
+    split_budget,
+)
 from winnow.stages.select.params import SelectParams
 
 CHUNK_ROWS = 1024  # rows per element on the way in
@@ -80,11 +86,7 @@ def select_on_beam(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray
     cols = empty_columns(n)
     if not eligible.any():  # nothing to distribute: the core's own empty result
         return select(vectors, labels, eligible, params, seed=seed, device=device)
-    if (bad := np.flatnonzero(eligible & ~np.isfinite(vectors).all(axis=1))).size:
-        raise ValueError(f"select: row {int(bad[0])} ({bad.size} rows in all) has a non-finite vector; "
-                         "set its `error` so it is not eligible")
-    if (neg := np.flatnonzero(eligible & (labels < 0))).size:
-        raise ValueError(f"select: row {int(neg[0])} has label {int(labels[neg[0]])}; labels must be >= 0")
+    check_inputs(vectors, labels, eligible, device)  # here, not on a worker: one clear error, no pipeline
     folder = temp_folder(work, "select")
     with beam.Pipeline(options=options) as p:
         rows = create_via_files(p, _chunks(vectors, labels, eligible), folder / "in", "chunks")
@@ -102,25 +104,8 @@ def select_on_beam(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray
         assigned = c["cluster_id"] >= 0  # class-local row index -> manifest row
         cols["cluster_id"][rows_c[assigned]] = rows_c[c["cluster_id"][assigned]]
         per_class[str(label)] = m
-    return SelectResult(cols, _metrics(params, per_class, n, int(eligible.sum()), int(cols["selected"].sum())))
-
-
-def _metrics(params: SelectParams, per_class: dict[str, Any], n: int, n_elig: int, n_selected: int) -> dict[str, Any]:
-    """The core's totals over the per-class metrics (same keys as the local run)."""
-    pc = list(per_class.values())
-    metrics: dict[str, Any] = {
-        "method": params.method, "n_rows": n, "n_eligible": n_elig, "n_selected": n_selected,
-        "objective": float(sum(m["objective"] for m in pc)),
-        "coverage": float(sum(m["coverage"] * m["n"] for m in pc) / n_elig),
-        "per_class": per_class,
-        "timings": {k: float(sum(m[k] for m in pc)) for k in ("knn_s", "greedy_s", "weights_s")},
-    }
-    if params.method == "facility-location":
-        metrics["objective_graph"] = float(sum(m["objective_graph"] for m in pc))
-        metrics["mean_similarity"] = metrics["objective"] / n_elig
-    if not math.isfinite(metrics["objective"]):
-        raise ValueError("select: objective is not finite; check the input vectors")
-    return metrics
+    return SelectResult(cols, select_metrics(params, per_class, n_rows=n, n_selected=int(cols["selected"].sum()),
+                                             device=device))
 
 
 def select_beam(ctx: StageContext, params: SelectParams) -> dict[str, Any]:

@@ -157,7 +157,9 @@ def _set_cover_class(
     return res.order, res.gains, first, weights, metrics
 
 
-def _validate(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray, device: str) -> None:
+def check_inputs(vectors: np.ndarray, labels: np.ndarray, eligible: np.ndarray, device: str) -> None:
+    """Raise ValueError naming what is wrong with :func:`select`'s inputs (also the Beam executor's
+    check before it sends the classes to its workers)."""
     if device not in ("cpu", "auto") and not device.startswith("cuda"):
         raise ValueError(f"select: --device must be auto, cpu or cuda, got {device!r}")
     if vectors.ndim != 2:
@@ -233,18 +235,13 @@ def select(
     vectors = np.asarray(vectors)
     labels = np.asarray(labels)
     eligible = np.asarray(eligible)
-    _validate(vectors, labels, eligible, device)
+    check_inputs(vectors, labels, eligible, device)
     n = vectors.shape[0]
     cols = empty_columns(n)
     elig_rows = np.flatnonzero(eligible)
     classes, inverse = np.unique(labels[elig_rows], return_inverse=True)
-    metrics: dict[str, Any] = {
-        "method": params.method,
-        "n_rows": int(n),
-        "n_eligible": int(elig_rows.size),
-        "faiss_gpu": bool(device != "cpu" and faiss_gpu_available()),
-    }
     if elig_rows.size == 0:
+        metrics = _head(params, n, 0, device)
         metrics.update(n_selected=0, objective=0.0, coverage=0.0, per_class={})
         return SelectResult(cols, metrics)
 
@@ -279,23 +276,37 @@ def select(
         cols["coreset_weight"][out.rows] = out.weights
         per_class[str(int(label))] = out.metrics
 
-    n_elig = int(elig_rows.size)
+    metrics = select_metrics(params, per_class, n_rows=n, n_selected=int(cols["selected"].sum()), device=device)
+    metrics["timings"]["total_s"] = time.perf_counter() - t_start
+    return SelectResult(cols, metrics)
+
+
+def _head(params: SelectParams, n_rows: int, n_eligible: int, device: str) -> dict[str, Any]:
+    return {"method": params.method, "n_rows": int(n_rows), "n_eligible": int(n_eligible),
+            "faiss_gpu": bool(device != "cpu" and faiss_gpu_available())}
+
+
+def select_metrics(params: SelectParams, per_class: dict[str, Any], *, n_rows: int, n_selected: int,
+                   device: str) -> dict[str, Any]:
+    """The run's metrics from the per-class ones (``per_class``: label -> a class's metrics, each
+    with its ``n`` rows): objective, coverage and timings summed over the classes. :func:`select`
+    and the Beam executor (whose workers solve one class each) both report these.
+
+    Raises ValueError when the objective is not finite (a vector with a NaN slipped through).
+    """
     pc = list(per_class.values())
+    n_elig = sum(int(m["n"]) for m in pc)
+    metrics = _head(params, n_rows, n_elig, device)
     metrics.update(
-        n_selected=int(cols["selected"].sum()),
+        n_selected=int(n_selected),
         objective=float(sum(m["objective"] for m in pc)),
         coverage=float(sum(m["coverage"] * m["n"] for m in pc) / n_elig),
         per_class=per_class,
-        timings={
-            "knn_s": float(sum(m["knn_s"] for m in pc)),
-            "greedy_s": float(sum(m["greedy_s"] for m in pc)),
-            "weights_s": float(sum(m["weights_s"] for m in pc)),
-            "total_s": time.perf_counter() - t_start,
-        },
+        timings={k: float(sum(m[k] for m in pc)) for k in ("knn_s", "greedy_s", "weights_s")},
     )
     if params.method == "facility-location":
         metrics["objective_graph"] = float(sum(m["objective_graph"] for m in pc))
         metrics["mean_similarity"] = metrics["objective"] / n_elig
     if not math.isfinite(metrics["objective"]):
         raise ValueError("select: objective is not finite; check the input vectors")
-    return SelectResult(cols, metrics)
+    return metrics

@@ -4,10 +4,12 @@ A stage writes its files into a hidden temporary folder; when it has finished, `
 is written there and the folder replaces the stage's folder by rename. A process killed at any
 moment therefore leaves either the previous good folder or the new one, never a half-written
 file: the only window (between the two renames of the swap) is repaired by :meth:`RunDir.recover`
-on the next start, which puts the previous folder back. Each commit holds an ``flock`` on
-``.lock-<token>-<stage>`` while it runs, so that ``recover`` in another process (any command on
-the same run directory) leaves a live stage's folders alone; the kernel drops the lock when its
-process dies, however it dies.
+on the next start, which puts the previous folder back. Each commit holds a lock
+(:class:`filelock.FileLock`, an ``flock``) on ``.lock-<token>-<stage>`` while it runs, so that
+``recover`` in another process (any command on the same run directory) leaves a live stage's
+folders alone; the kernel drops the lock when its process dies, however it dies. Two commits of
+the same stage do not wait for each other (each has its own token): the last to finish wins,
+whole.
 
 Resumable stages keep checkpoints in ``.work/<stage>/<cache key>/`` (see
 :class:`DiskCheckpoints`): a checkpoint is only ever read back by the cache key that wrote it,
@@ -19,7 +21,6 @@ fails before its first checkpoint leaves nothing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, overload
+
+from filelock import FileLock, Timeout
 
 STAGE_JSON = "stage.json"
 
@@ -78,35 +81,40 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _owner_alive(path: Path) -> bool:
-    """Whether the process that made ``.tmp-<token>-<stage>`` (or ``.old-``/``.lock-``) still runs."""
-    token = path.name.split("-", 2)[1]
-    lock = path.parent / f".lock-{token}-{path.name.split('-', 2)[2]}"
+def _lock_of(path: Path) -> Path:
+    """The lock file of the commit that made ``.tmp-<token>-<stage>`` or ``.old-<token>-<stage>``."""
+    _, token, stage = path.name.split("-", 2)
+    return path.parent / f".lock-{token}-{stage}"
+
+
+@contextmanager
+def _ended(lock_file: Path) -> Iterator[bool]:
+    """Whether the commit that holds ``lock_file`` has ended (its process finished or was killed),
+    by a non-blocking try of its lock; if it has, the lock is held for the block, so that the
+    commit's folders can be removed, and the lock file goes with it."""
+    lock = FileLock(lock_file)
     try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return False
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        yield True
     finally:
-        os.close(fd)  # (closing also releases a lock it just took)
-    return False
+        lock_file.unlink(missing_ok=True)  # (while held: a probe never removes a live commit's file)
+        lock.release()
 
 
-def _locked(path: Path) -> Any:
-    """Create ``path`` and hold an exclusive lock on it (retrying if another process's
-    :meth:`RunDir.recover` removed the file between its creation and our lock)."""
+def _commit_lock(root: Path, stage: str) -> FileLock:
+    """A held lock on a new ``.lock-<token>-<stage>``. Another process's :meth:`RunDir.recover` may
+    have probed and removed the file between its creation and our lock; an older filelock then
+    holds a lock on a deleted file, so such a lock is let go and another token taken."""
     while True:
-        f = open(path, "w")  # noqa: SIM115 (held until the commit ends)
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
-                return f
-        except FileNotFoundError:
-            pass
-        f.close()
+        lock = FileLock(root / f".lock-{uuid.uuid4().hex[:8]}-{stage}")
+        lock.acquire()
+        if Path(lock.lock_file).exists():
+            return lock
+        lock.release()
 
 
 class RunDir:
@@ -150,33 +158,33 @@ class RunDir:
         Folders of a commit whose process is still running (its lock is held) are left alone.
         """
         for old in self.root.glob(".old-*"):
-            if _owner_alive(old):
-                continue
-            stage = old.name.split("-", 2)[2]
-            target = self.stage_dir(stage)
-            if target.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, target)
+            with _ended(_lock_of(old)) as ended:
+                if not ended:
+                    continue
+                target = self.stage_dir(old.name.split("-", 2)[2])
+                if target.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(old, target)
         for tmp in self.root.glob(".tmp-*"):
-            if not _owner_alive(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+            with _ended(_lock_of(tmp)) as ended:
+                if ended:
+                    shutil.rmtree(tmp, ignore_errors=True)
         for lock in self.root.glob(".lock-*"):
-            if not _owner_alive(lock):
-                lock.unlink(missing_ok=True)
+            with _ended(lock):  # a killed commit's lock file, without folders: removed
+                pass
         self.prune_work()
 
     @contextmanager
     def commit(self, stage: str, record: dict[str, Any]) -> Iterator[Path]:
         """Yield an empty temporary folder for the stage's files; on success, fill in the output
         digests, write ``stage.json`` and swap the folder into place. On error nothing changes."""
-        token = uuid.uuid4().hex[:8]
-        lock = _locked(self.root / f".lock-{token}-{stage}")
+        lock = _commit_lock(self.root, stage)
         try:
-            yield from self._commit(stage, record, token)
+            yield from self._commit(stage, record, Path(lock.lock_file).name.split("-", 2)[1])
         finally:
-            os.unlink(lock.name)
-            lock.close()
+            Path(lock.lock_file).unlink(missing_ok=True)  # (while held, as in _ended)
+            lock.release()
 
     def _commit(self, stage: str, record: dict[str, Any], token: str) -> Iterator[Path]:
         tmp = self.root / f".tmp-{token}-{stage}"
@@ -208,7 +216,11 @@ class RunDir:
 
     def stage_running(self, stage: str) -> bool:
         """Whether a process (this one included) is committing ``stage`` now: its lock is held."""
-        return any(lock.name.split("-", 2)[2] == stage and _owner_alive(lock) for lock in self.root.glob(".lock-*"))
+        running = False
+        for lock in self.root.glob(f".lock-*-{stage}"):
+            with _ended(lock) as ended:
+                running |= not ended and lock.name.split("-", 2)[2] == stage
+        return running
 
     def clear_work(self, stage: str, key: str) -> None:
         """Remove checkpoints once ``stage`` has completed under ``key``.

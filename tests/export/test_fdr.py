@@ -110,3 +110,35 @@ def test_fdr_flags_tests_train_rows_against_the_trusted_rows():
     assert out.summary["smallest_pvalue"] == pytest.approx(1 / 101)
     with pytest.raises(ValueError, match="--fdr needs trusted rows"):
         fdr_flags(signal, posterior, labels, train=train, trusted=np.zeros(n, bool), q=0.1)
+
+
+def test_export_with_fdr_adds_the_columns_and_the_summary(run):
+    from winnow.stages.export import ExportParams, export
+
+    base = export(run["manifest"], run["features"], None, None, ExportParams(), seed=0)
+    res = export(run["manifest"], run["features"], None, None, ExportParams(fdr=0.2), seed=0)
+    cur = res.curated
+    assert "noise_pvalue" not in base.curated.column_names and "fdr" not in base.summary
+    assert cur["noise_flag"].equals(base.curated["noise_flag"]), "the calibrated flags stay the default"
+    assert res.train.equals(base.train), "train.parquet does not change"
+    split = np.asarray(cur["split"].to_pylist())
+    p = cur["noise_pvalue"].to_numpy(zero_copy_only=False).astype(float)
+    scored = np.isfinite(cur["noise_score"].to_numpy(zero_copy_only=False).astype(float))
+    assert np.isfinite(p[scored]).all() and np.isnan(p[split != "train"]).all()
+    flag = cur["noise_flag_fdr"].to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(flag, benjamini_hochberg(p, 0.2))
+    s = res.summary["fdr"]
+    assert s["q"] == 0.2 and s["flagged"] == int(flag.sum()) > 0 and s["trusted_rows"] == int((split == "trusted").sum())
+    truth = run["flip"][flag].mean()
+    assert truth >= 0.8, "most rows flagged at q=0.2 are the flipped ones"
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "text", "nan"])
+def test_a_bad_fdr_value_is_refused_naming_the_option(tmp_path, value):
+    from click.testing import CliRunner
+
+    from winnow.pipeline.cli import main
+
+    (tmp_path / "run").mkdir()
+    res = CliRunner().invoke(main, ["export", "--run-dir", str(tmp_path / "run"), "--fdr", value])
+    assert res.exit_code == 2 and "--fdr" in res.output, res.output

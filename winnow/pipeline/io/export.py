@@ -35,7 +35,7 @@ def export_result(run: RunDir, params: Any, *, seed: int) -> Any:
 
 
 def export_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows") if k in summary}
+    return {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows", "fdr") if k in summary}
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from winnow.stages.export.calibrate import (
     threshold_max_expected_f1,
     threshold_max_expected_f1_mixture,
 )
+from winnow.stages.export.fdr import fdr_flags
 from winnow.stages.export.params import ExportParams
 from winnow.stages.export.scores import (
     NoiseScores,
@@ -455,6 +456,15 @@ def export_columns(
         (pa.field("suggested_confidence", pa.float32()),
          pa.array(sc.suggested_confidence, pa.float32(), mask=~has_post)),
     ]
+    fdr = None
+    if params.fdr is not None:
+        fdr = fdr_flags(sc.label_signal, sc.posterior, labels, train=valid & (split == schema.TRAIN),
+                        trusted=valid & (split == schema.TRUSTED), q=params.fdr)
+        tested = np.isfinite(fdr.pvalue)
+        added += [
+            (pa.field("noise_pvalue", pa.float32()), pa.array(fdr.pvalue, pa.float32(), mask=~tested)),
+            (pa.field("noise_flag_fdr", pa.bool_(), nullable=False), pa.array(fdr.flag)),
+        ]
     idx = np.flatnonzero(flags)
     flag_order = idx[np.lexsort((idx, -sc.score[idx]))]
 
@@ -485,7 +495,7 @@ def export_columns(
     summary = _Decisions(
         split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
         flags=flags, threshold=threshold, cal=cal, est=est, rows=rows, final=final, params=params,
-        meta_check=meta_check,
+        meta_check=meta_check, fdr=None if fdr is None else fdr.summary,
         inputs={"features": features is not None, "coreset": coreset is not None,
                 "weights": weights is not None},
     ).summary()
@@ -575,6 +585,7 @@ class _Decisions:
     params: ExportParams
     inputs: dict[str, bool]  # which upstream tables export had
     meta_check: dict[str, Any]
+    fdr: dict[str, Any] | None = None  # --fdr: q, rows flagged, trusted rows used, the exchangeability check
 
     def summary(self) -> dict:
         """The ``summary.json`` dict."""
@@ -608,6 +619,7 @@ class _Decisions:
             "threshold": {"value": _num(self.threshold), **{k: v for k, v in self.cal.items() if k != "noise_estimate"}},
             "flagged": int(self.flags.sum()),
             "flag_rate": _num(self.flags.sum() / train.sum()) if train.any() else None,
+            **({"fdr": self.fdr} if self.fdr is not None else {}),
             "policy": self.params.policy,
             "train_manifest": {"rows": int(self.rows.sum()), "weight_sum": float(self.final[self.rows].sum())},
             "classes": per_class,

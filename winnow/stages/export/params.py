@@ -80,6 +80,14 @@ class ExportParams:
         "(for very many classes; also used when trusted rows x classes exceeds 20 million).",
         min=0, note="0 = every other class",
     )
+    fdr: float | None = option(
+        None,
+        "Also flag at this false-discovery rate: conformal p-values of each train row's label signal against "
+        "the trusted rows' (columns noise_pvalue, noise_flag_fdr), Benjamini-Hochberg at level q. Valid when "
+        "the trusted rows are exchangeable with the clean train rows (the summary checks it). Unset: off; "
+        "noise_flag and train.parquet always use the calibrated threshold.",
+        min=0, max=1, min_open=True, max_open=True, finite=True,
+    )
     shard_rows: int = option(
         500_000, "Rows per output Parquet shard for curated/train/flags (0: one file).", min=0, note="0: one file"
     )

@@ -192,6 +192,11 @@ def _summary_section(v: _View, summary: Mapping[str, Any]) -> dict[str, Any]:
             tp = int((v.flag & v.noisy & v.train).sum())
             cards.append(("flag precision", f"{tp / max(int((v.flag & v.train).sum()), 1):.3f}"))
             cards.append(("flag recall", f"{tp / max(int((v.noisy & v.train).sum()), 1):.3f}"))
+    fdr = summary.get("fdr")
+    if isinstance(fdr, Mapping) and "q" in fdr:
+        warn = " (trusted rows may not be exchangeable)" if (fdr.get("exchangeability") or {}).get("warn") else ""
+        cards.append((f"flagged at false-discovery rate {fdr['q']:g}",
+                      f"{fdr.get('flagged')} of {fdr.get('tested_rows')} ({fdr.get('trusted_rows')} trusted){warn}"))
     check = summary.get("meta_signal_check")
     if isinstance(check, Mapping) and check.get("agreement_auroc") is not None:
         verdict = "used" if check.get("used") else "left out"

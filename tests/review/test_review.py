@@ -197,3 +197,49 @@ def test_review_without_export_says_what_to_run(tmp_path: Path):
     assert res.exit_code == 1 and "run `winnow export --run-dir" in res.output
     res = CliRunner().invoke(review_cmd, ["--run-dir", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "no run directory" in res.output and not (tmp_path / "missing").exists()
+
+
+def _stage(args: list[str]) -> dict:
+    res = CliRunner().invoke(main, [*args, "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    return json.loads(res.stdout)
+
+
+def test_apply_through_ingest_and_the_cache_reruns_only_what_the_decisions_change(exported: Path, tmp_path: Path):
+    run = _fresh(exported, tmp_path)
+    feats = str(exported.parent / "feats.parquet")
+    log = run / "review" / "corrections.parquet"
+    res = CliRunner().invoke(review_cmd, ["--run-dir", str(run), "--reviewer", "ann"], input="aadq")
+    assert res.exit_code == 0, res.output
+    ingest = ["ingest", feats, "--features", "embedding", "--run-dir", str(run), "--corrections", str(log)]
+    first = _stage(ingest + ["--as-trusted"])
+    assert not first["cached"] and first["metrics"]["review"]["decisions"] == {"accept": 2, "drop": 1}
+    assert first["metrics"]["review"]["moved_to_trusted"] == 2
+    decided = read_corrections(log)["id"].to_pylist()
+    m = pq.read_table(run / "ingest" / schema.MANIFEST)
+    row = {rid: i for i, rid in enumerate(m["id"].to_pylist())}
+    curated = pq.read_table(exported / "export" / schema.CURATED)
+    for rid in decided[:2]:
+        assert m["label"][row[rid]].as_py() == curated["suggested_label"][row[rid]].as_py()
+        assert m["split"][row[rid]].as_py() == "trusted" and m["review_action"][row[rid]].as_py() == "accept"
+    assert m["error"][row[decided[2]]].as_py() == "dropped in review by ann"
+    assert m.num_rows == curated.num_rows, "nothing is deleted"
+    embed = ["embed", "--model", "features", "--folds", "3", "--threads", "1", "--run-dir", str(run)]
+    assert not _stage(embed)["cached"], "the labels changed: embed's probs are recomputed"
+    assert _stage(ingest + ["--as-trusted"])["cached"], "the same decisions: ingest is a cache hit"
+    assert _stage(embed)["cached"], "and so is embed"
+    CliRunner().invoke(review_cmd, ["--run-dir", str(run), "--reviewer", "ann"], input="kq")
+    assert not _stage(ingest + ["--as-trusted"])["cached"], "a new decision re-runs ingest"
+
+
+def test_apply_refuses_decisions_of_another_run_naming_them(exported: Path, tmp_path: Path):
+    run = _fresh(exported, tmp_path)
+    (tmp_path / "c.csv").write_text("id,action,label\nnot-a-row,keep,1\n")
+    res = CliRunner().invoke(main, ["ingest", str(exported.parent / "feats.parquet"), "--features", "embedding",
+                                    "--run-dir", str(run), "--corrections", str(tmp_path / "c.csv")])
+    assert res.exit_code == 1 and "1 id(s) not in the manifest, e.g. ['not-a-row']" in res.output
+    assert pq.read_table(run / "ingest" / schema.MANIFEST).equals(pq.read_table(exported / "ingest" / schema.MANIFEST))
+    res = CliRunner().invoke(main, ["ingest", "digits", "--run-dir", str(run), "--as-trusted"])
+    assert res.exit_code == 2 and "--as-trusted needs --corrections" in res.output

@@ -32,6 +32,7 @@ from winnow.pipeline import terminal
 from winnow.pipeline.beam import BEAM_STAGES, beam_adapter
 from winnow.pipeline.config import build_params, click_options, load_config
 from winnow.pipeline.contract import OptionsChanged
+from winnow.pipeline.review import review_cmd
 from winnow.pipeline.rundir import RunDir, StageMissing
 from winnow.pipeline.runner import StageOutcome, input_digests, run_stage
 from winnow.pipeline.settings import RUN_KEYS, RunSettings, override
@@ -172,6 +173,9 @@ def main() -> None:
 
 for _step in steps_mod.STEPS.values():
     main.add_command(_stage_command(_step))
+
+
+main.add_command(review_cmd)
 
 
 @main.command("inspect")

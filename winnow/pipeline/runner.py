@@ -180,6 +180,10 @@ def input_digests(run: RunDir, stage: str, params: Any) -> dict[str, str]:
     if stage == "ingest":
         out["source"] = source_digest(params.source, params.trusted, data_root=params.data_root,
                                       allow_any_path=params.allow_any_path)
+        if params.corrections:
+            from winnow.stages.review.corrections import corrections_digest
+
+            out["corrections"] = corrections_digest(Path(params.corrections))
     for up in step.required + step.optional:
         rec = run.record(up)
         if rec is None:

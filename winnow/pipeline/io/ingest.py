@@ -15,7 +15,7 @@ from winnow.stages.common import schema
 from winnow.stages.common.arrow import vectors_from_arrow
 
 # The summary entries a stage's metrics repeat (stage.json), for both executors.
-METRIC_KEYS = ("rows", "splits", "errors", "noise", "imbalance_removed")
+METRIC_KEYS = ("rows", "splits", "errors", "noise", "imbalance_removed", "review")
 
 
 

@@ -181,6 +181,9 @@ def ingest(
         manifest = manifest.append_column(table.schema.field(name), table[name])
     manifest = manifest.filter(pa.array(keep))
     manifest = with_metadata(manifest, classes=classes, params=to_dict(params))
+    review_info = _apply_review(manifest, params) if params.corrections else None
+    if review_info is not None:
+        manifest, review_info = review_info
 
     features = None
     if embedding is not None:
@@ -188,7 +191,26 @@ def ingest(
         features = pa.table({"id": table["id"], schema.EMBEDDING: vectors_to_arrow(embedding, valid=ok)}).filter(pa.array(keep))
         features = with_metadata(features, classes=classes)
     summary = _summary(manifest, classes, noise_info, int((~keep).sum()), raw)
+    if review_info is not None:
+        summary["review"] = review_info
     return IngestResult(manifest, features, {**summary, **image_info})
+
+
+def _apply_review(manifest: pa.Table, params: IngestParams) -> tuple[pa.Table, dict[str, Any]]:
+    """The manifest with the decisions of ``params.corrections`` in force applied, and what the
+    summary says of them (decisions per action, labels changed, rows moved to trusted)."""
+    from pathlib import Path
+
+    from winnow.stages.review import CorrectionsError, apply_decisions, in_force, read_corrections
+
+    try:
+        decisions = in_force(read_corrections(Path(params.corrections)))
+        applied = apply_decisions(manifest, decisions, as_trusted=params.as_trusted,
+                                  where=f"--corrections {params.corrections}")
+    except CorrectionsError as exc:
+        raise IngestError(str(exc)) from exc
+    return applied.manifest, {"corrections": params.corrections, "decisions": applied.counts,
+                              "relabelled": applied.relabelled, "moved_to_trusted": applied.to_trusted}
 
 
 def _combine(raw: RawSource, trusted: RawSource | None) -> tuple[pa.Table, np.ndarray | None, list[str | None]]:

@@ -61,9 +61,19 @@ class IngestParams:
         "and store it as PNG bytes in the manifest, so that every later stage sees one size. Without it, the "
         "run's size is its most common one and an image of another size keeps its row with an error.",
     )
+    corrections: str = option(
+        "",
+        "A review's decisions to apply to the manifest: a run's review/corrections.parquet (winnow review), "
+        "or a CSV the report downloads (id, action, label, reviewer, time). accept/relabel set the label, "
+        "drop marks the row unusable (kept, with its error), and review_action records each decision.",
+    )
+    as_trusted: bool = option(False, "With --corrections: rows a person labelled (accept, keep, relabel) join "
+                                     "the trusted split.")
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.as_trusted and not self.corrections:
+            raise ValueError("option --as-trusted needs --corrections FILE (the decisions whose rows move)")
         if self.inject_noise:
             parse_noise(self.inject_noise)
         if self.image_size:

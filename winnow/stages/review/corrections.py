@@ -157,3 +157,15 @@ def write_csv(log: pa.Table, path: Path) -> None:
 def now() -> datetime:
     """The current time, UTC (one place, so tests can pin it)."""
     return datetime.fromtimestamp(time.time(), UTC)
+
+
+def corrections_digest(path: Path) -> str:
+    """Fingerprint of a decision log's contents (every part of a folder, or the file), for the
+    stage cache: a new decision re-runs ingest and what depends on it, an unchanged log does not."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path] if path.is_file() else []
+    for f in files:
+        h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest() if files else "missing"

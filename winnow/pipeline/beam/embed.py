@@ -39,6 +39,7 @@ from winnow.pipeline.beam.options import pipeline_options, winnow_options
 from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names
+from winnow.stages.common.rows import usable_mask
 from winnow.stages.common.torch_utils import resolve_device
 from winnow.stages.embed.data import BatchDecoder, ImageTransform
 from winnow.stages.embed.params import EmbedParams
@@ -172,7 +173,7 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=ctx.seed, device=ctx.device,
                                 checkpoints=ctx.checkpoints)
     backbone, model_state, metrics = prepared.backbone, prepared.model_state, dict(prepared.metrics)
-    ok = manifest["error"].is_null().to_numpy(zero_copy_only=False)
+    ok = usable_mask(manifest, need_label=False)
     ids = manifest["id"].to_pylist()
     extra, beam_opts = winnow_options(ctx.beam_options)
     handler = BackboneHandler(

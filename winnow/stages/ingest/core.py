@@ -181,9 +181,9 @@ def ingest(
         manifest = manifest.append_column(table.schema.field(name), table[name])
     manifest = manifest.filter(pa.array(keep))
     manifest = with_metadata(manifest, classes=classes, params=to_dict(params))
-    review_info = _apply_review(manifest, params) if params.corrections else None
-    if review_info is not None:
-        manifest, review_info = review_info
+    review_info: dict[str, Any] | None = None
+    if params.corrections:
+        manifest, review_info = _apply_review(manifest, params)
 
     features = None
     if embedding is not None:

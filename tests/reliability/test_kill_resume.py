@@ -2,10 +2,11 @@
 nothing left behind (the harness is ``benchmarks.reliability.kill_matrix``, which does 5 kills a stage).
 
 Every stage runs as its own process on one CPU thread (results are bit-exact for one thread
-count), on 400 digits with a 4-epoch warm-up. The suite kills the four stages whose writes are
-the riskiest (ingest: the first commit; embed and weight: checkpoints resumed; export: sharded
-manifests), about 35 s; the other four run in the benchmark's matrix (every stage, 5 kills each:
-``python -m benchmarks.reliability.kill_matrix``), which keeps the suite's heavy tests few.
+count), on 400 digits with a 4-epoch warm-up. Every stage commits through the same
+``RunDir.commit``; the suite kills the three whose own writes add risk (embed and weight resume
+checkpoints, export writes sharded manifests), about 22 s; all eight run in the benchmark's matrix
+(5 kills each: ``python -m benchmarks.reliability.kill_matrix``), which keeps the suite's heavy
+tests few.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return km.reference(tmp_path_factory.mktemp("kill"))
 
 
-SUITE_STAGES = ("ingest", "embed", "weight", "export")
+SUITE_STAGES = ("embed", "weight", "export")
 
 
 @pytest.mark.slow

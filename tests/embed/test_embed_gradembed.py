@@ -58,3 +58,32 @@ def test_projection_is_seeded_linear_and_preserves_norms():
 def test_bad_kind():
     with pytest.raises(ValueError, match="--grad-kind"):
         gradient_embedding(np.ones((1, 2)), np.zeros(1, int), np.ones((1, 1)), kind="x")
+
+
+def test_lazy_full_embedding_gives_the_same_blocks_and_finite_rows():
+    """The embed adapter streams the unprojected full embedding (issue 17): blocks of any size,
+    the last one partial, equal the eager array; finite_rows agrees with it, overflow included."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=10).astype(np.float32)
+    probs[4] = np.nan  # a diverged head's row
+    probs[6] = [3.0, -1.0, -1.0]  # not a softmax: its products can overflow float32
+    hidden = rng.normal(size=(10, 5)).astype(np.float32)
+    hidden[6, 0] = 2e38
+    labels = np.array([0, 1, 2, 0, 1, 2, 1, -1, 0, 1])
+    eager = gradient_embedding(probs, labels, hidden, kind="full", chunk=3)
+    lazy = gradient_embedding(probs, labels, hidden, kind="full", lazy=True)
+    assert lazy.shape == eager.shape
+    got = np.concatenate([lazy.block(s, min(10, s + 4)) for s in range(0, 10, 4)])
+    np.testing.assert_array_equal(got, eager)
+    np.testing.assert_array_equal(np.asarray(lazy), eager)
+    np.testing.assert_array_equal(lazy.finite_rows(), np.isfinite(eager).all(1))
+    assert not lazy.finite_rows()[[4, 6]].any()
+    lazy.invalid = np.arange(10) == 2
+    assert np.isnan(lazy.block(0, 4)[2]).all() and np.isfinite(lazy.block(0, 4)[[0, 1, 3]]).all()
+
+
+def test_lazy_is_ignored_with_a_projection_or_the_logit_kind():
+    probs = np.full((3, 2), 0.5, np.float32)
+    hidden = np.ones((3, 4), np.float32)
+    assert isinstance(gradient_embedding(probs, np.zeros(3, int), hidden, dim=2, lazy=True), np.ndarray)
+    assert isinstance(gradient_embedding(probs, np.zeros(3, int), hidden, kind="logit", lazy=True), np.ndarray)

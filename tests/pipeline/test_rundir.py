@@ -285,3 +285,20 @@ def test_thread_count_is_part_of_the_key_where_given(tmp_path: Path) -> None:
     assert rec["threads"] == 2 and rec["thread_dependence"] == "the training"
     run_stage(run, "b", adapter=_adapter(log, "b", "x"), **args)
     assert run.record("b")["threads"] is None and run.record("b")["thread_dependence"] is None
+
+
+def test_read_vectors_over_row_groups_and_shards(tmp_path: Path) -> None:
+    """Several row groups (the last partial) and a sharded folder read into one (n, d) array."""
+    import numpy as np
+
+    x = np.arange(26 * 3, dtype=np.float32).reshape(26, 3)
+    valid = np.ones(26, bool)
+    valid[11] = False
+    table = pa.table({"id": [str(i) for i in range(26)], "v": vectors_to_arrow(x, valid=valid)})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=4)
+    assert pq.ParquetFile(tmp_path / "t.parquet").num_row_groups == 7
+    want = x.copy()
+    want[11] = np.nan
+    np.testing.assert_array_equal(read_vectors(tmp_path / "t.parquet", "v"), want)
+    write_table(table, tmp_path / "s.parquet", shard_rows=10)
+    np.testing.assert_array_equal(read_vectors(tmp_path / "s.parquet", "v"), want)

@@ -18,7 +18,7 @@ from winnow.pipeline.artifacts import column_names, read_table, write_table
 from winnow.pipeline.io import export as export_io
 from winnow.pipeline.io import ingest as ingest_io
 from winnow.pipeline.io import weight as weight_io
-from winnow.pipeline.io.embed import feature_vectors, features_table, with_feature_column
+from winnow.pipeline.io.embed import feature_vectors, with_feature_column, write_features
 from winnow.pipeline.io.export import export_result, load_curated
 from winnow.pipeline.io.ingest import ingest_features, load_manifest
 from winnow.pipeline.io.select import coreset_table, select_inputs
@@ -52,9 +52,9 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     classes = class_names(manifest)
     result = run_embed(
         manifest, params, num_classes=len(classes), seed=ctx.seed, device=ctx.device,
-        features=ingest_features(ctx.run), checkpoints=ctx.checkpoints,
+        features=ingest_features(ctx.run), checkpoints=ctx.checkpoints, lazy_grad=True,
     )
-    write_table(features_table(manifest, result, params), ctx.out / schema.FEATURES)
+    write_features(ctx.out / schema.FEATURES, manifest, result, params)
     if result.model_state is not None:
         torch.save(result.model_state, ctx.out / contract.BACKBONE)
     return dict(result.metrics)

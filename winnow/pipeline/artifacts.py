@@ -48,5 +48,24 @@ def column_names(path: Path) -> list[str]:
 
 
 def read_vectors(path: Path, column: str) -> np.ndarray:
-    """One ``fixed_size_list<float32>`` column as an (n, d) array; zero-copy for single-chunk files."""
-    return vectors_from_arrow(read_table(path, columns=[column])[column])
+    """One ``fixed_size_list<float32>`` column as an (n, d) array.
+
+    Zero-copy for a file of one row group; otherwise (features.parquet is written in row groups,
+    sharded folders) each row group is decoded and copied into one preallocated array, so the
+    peak is the array plus one row group, not the decoded chunks plus their concatenation.
+    """
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    parts = [pq.ParquetFile(f, memory_map=True) for f in files]
+    if len(parts) == 1 and parts[0].num_row_groups <= 1:
+        return vectors_from_arrow(read_table(path, columns=[column])[column])
+    typ = parts[0].schema_arrow.field(column).type
+    if not pa.types.is_fixed_size_list(typ):
+        raise TypeError(f"expected a fixed_size_list column, got {typ}")
+    out = np.empty((sum(p.metadata.num_rows for p in parts), typ.list_size), np.float32)
+    start = 0
+    for part in parts:
+        for i in range(part.num_row_groups):
+            block = vectors_from_arrow(part.read_row_group(i, columns=[column])[column])
+            out[start:start + len(block)] = block
+            start += len(block)
+    return out

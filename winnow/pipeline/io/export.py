@@ -9,21 +9,29 @@ from typing import Any
 
 import pyarrow as pa
 
-from winnow.pipeline.artifacts import read_table, write_table
+from winnow.pipeline.artifacts import column_names, read_table, write_table
 from winnow.pipeline.io.ingest import load_manifest
 from winnow.pipeline.rundir import RunDir
 from winnow.stages.common import schema
 
+# The columns of features.parquet that export reads: grad_embedding (C times the embedding's
+# width) is never decoded here (issue 17: it was most of export's memory).
+FEATURE_COLUMNS = ("id", schema.EMBEDDING, schema.PROBS)
 
-def optional_table(run: RunDir, stage: str, name: str) -> pa.Table | None:
+
+def optional_table(run: RunDir, stage: str, name: str, columns: tuple[str, ...] | None = None) -> pa.Table | None:
+    """The stage's table (only ``columns``, those it has, when given), or None when it has not run."""
     p = run.path(stage, name, required=False)
-    return None if p is None else read_table(p)
+    if p is None:
+        return None
+    return read_table(p, columns=None if columns is None else [c for c in columns if c in column_names(p)])
 
 
 def upstream_tables(run: RunDir) -> tuple[pa.Table | None, pa.Table | None, pa.Table | None]:
-    """features (embed's, else a feature table given to ingest), coreset and weights: each None
-    when its stage has not run (both executors)."""
-    features = optional_table(run, "embed", schema.FEATURES) or optional_table(run, "ingest", schema.FEATURES)
+    """features (embed's, else a feature table given to ingest; :data:`FEATURE_COLUMNS`), coreset
+    and weights: each None when its stage has not run (both executors)."""
+    features = (optional_table(run, "embed", schema.FEATURES, FEATURE_COLUMNS)
+                or optional_table(run, "ingest", schema.FEATURES, FEATURE_COLUMNS))
     return features, optional_table(run, "select", schema.CORESET), optional_table(run, "weight", schema.WEIGHTS)
 
 

@@ -50,7 +50,7 @@ from winnow.stages.embed.backbone import (
 from winnow.stages.embed.crossfit import crossfit
 from winnow.stages.embed.crossfit_backbone import fold_backbone_probs
 from winnow.stages.embed.data import BatchDecoder, auto_workers, make_loader
-from winnow.stages.embed.gradembed import gradient_embedding
+from winnow.stages.embed.gradembed import LazyGradientEmbedding, gradient_embedding
 from winnow.stages.embed.params import EmbedParams
 
 NAN_ERROR = "embedding is NaN/Inf"
@@ -67,7 +67,9 @@ class EmbedResult:
     embedding : (n, d) float32 penultimate features; NaN rows where not ``valid``.
     probs : (n, C) float32 cross-fitted class probabilities (rows sum to 1); NaN where not valid.
         Out of sample for the head; a warm-up backbone was trained on every label (see above).
-    grad_embedding : (n, g) float32 last-layer gradient embedding; NaN where not valid.
+    grad_embedding : (n, g) float32 last-layer gradient embedding; NaN where not valid. With
+        ``run_embed(lazy_grad=True)`` and an unprojected full embedding, a
+        :class:`~.gradembed.LazyGradientEmbedding` (same values, computed block by block when written).
     valid : (n,) bool, False for rows with an ingest error or one found here.
     errors : per row, the NEW error found here (undecodable image, NaN/Inf embedding or probs),
         else None; an ingest error is not repeated here (the adapter writes it to features.parquet).
@@ -79,7 +81,7 @@ class EmbedResult:
 
     embedding: np.ndarray
     probs: np.ndarray
-    grad_embedding: np.ndarray
+    grad_embedding: np.ndarray | LazyGradientEmbedding
     valid: np.ndarray
     errors: list[str | None]
     model_state: dict[str, torch.Tensor] | None
@@ -101,6 +103,7 @@ def run_embed(
     model: nn.Module | None = None,
     fold_ids: np.ndarray | None = None,
     backbone_params: EmbedParams | None = None,
+    lazy_grad: bool = False,
 ) -> EmbedResult:
     """Embed every manifest row and compute out-of-sample probabilities and gradient embeddings.
 
@@ -123,6 +126,8 @@ def run_embed(
     backbone_params : the options of the network that computed ``features`` (the Beam executor
         embeds on its workers, then calls this with ``--model features``): with ``--crossfit
         backbone`` the fold networks are built from them.
+    lazy_grad : return an unprojected full gradient embedding in its lazy form, so that a writer
+        streams it instead of holding (n, C * h) floats (the local adapter; issue 17).
 
     Returns
     -------
@@ -190,9 +195,11 @@ def run_embed(
         metrics.update(fold_metrics)
     metrics["crossfit_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    grad = gradient_embedding(probs, labels, cf.last_input, kind=params.grad_kind, dim=params.grad_dim, seed=seed + 7919)
+    grad = gradient_embedding(probs, labels, cf.last_input, kind=params.grad_kind, dim=params.grad_dim,
+                              seed=seed + 7919, lazy=lazy_grad)
+    grad_finite = grad.finite_rows() if isinstance(grad, LazyGradientEmbedding) else np.isfinite(grad).all(1)
     # A diverged head gives NaN/Inf probs: such a row gets an error, never zeros that pass for data.
-    diverged = valid & ~(np.isfinite(probs).all(1) & np.isfinite(grad).all(1))
+    diverged = valid & ~(np.isfinite(probs).all(1) & grad_finite)
     if diverged.any() and diverged.sum() == valid.sum():
         if fold_failed[valid].all():
             raise ValueError("every fold network of --crossfit backbone gives NaN/Inf probs: its warm-up diverged; "
@@ -206,8 +213,12 @@ def run_embed(
         errors[r] = FOLD_ERROR if fold_failed[r] else HEAD_ERROR
     valid &= ~diverged
     fit &= valid
-    for arr in (embedding, probs, grad):
+    for arr in (embedding, probs):
         arr[~valid] = np.nan
+    if isinstance(grad, LazyGradientEmbedding):
+        grad.invalid = ~valid
+    else:
+        grad[~valid] = np.nan
     metrics.update(
         new_errors=int((ok & ~valid).sum()),
         head_errors=int(diverged.sum()),

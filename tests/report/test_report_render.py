@@ -19,7 +19,7 @@ from winnow.stages.report import render_report
 from winnow.stages.report.inspect import flagged_indices
 from winnow.stages.report.render import csp_hash, review_script
 
-SECTIONS = ("summary", "classes", "confusion", "weights", "flagged", "coreset", "errors")
+SECTIONS = ("summary", "classes", "confusion", "weights", "flagged", "coreset", "issues", "errors")
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -251,3 +251,21 @@ document.getElementById('winnow-save').click();
     assert log["label"].to_pylist() == [int(figures[0][2]), None, 1, int(figures[3][1])]
     assert log["reviewer"].to_pylist() == ["ann"] * 4
     assert len(in_force(log)) == 4
+
+
+def test_data_issues_section_puts_leakage_first_and_escapes_ids(curated):
+    audit = {"duplicates": {"exact": 2, "near": 1, "leakage": {"rows": 1, "examples": [[EVIL_ID, "train-7"]]},
+                            "different_labels": {"rows": 0, "examples": []}},
+             "outliers": {"flagged": 3, "threshold": 0.5, "calibrated_on": "the 99% quantile of the trusted rows' scores",
+                          "top": [{"id": "odd-1", "score": 0.9}]},
+             "class_overlap": {"pairs": [{"classes": [EVIL_CLASS, "zero"], "overlap": 0.4}],
+                               "matrix": [[0.8, 0.2], [0.3, 0.7]]},
+             "class_balance": {"max_min_ratio": 3.0, "near_empty_classes": ["zero"]}}
+    page = render_report(curated, {"audit": audit})
+    parsed = _parse(_no_other_script(page))
+    assert "issues" in parsed.sections and "script" not in parsed.tags
+    text = "".join(parsed.text)
+    assert "Leakage: test rows with a twin in train or trusted" in text and EVIL_ID in text and "train-7" in text
+    assert text.index("test rows leaked from train") < text.index("Outliers")
+    assert "near-empty classes: zero" in text and 'alt="class overlap"' in page
+    assert "no audit in this run" in "".join(_parse(render_report(curated, {})).text)

@@ -184,24 +184,29 @@ main.add_command(review_cmd)
 @click.option("--class", "class_name", default=None, help="Only examples whose given label is this class.")
 @click.option("--top", type=int, default=20, show_default=True, help="How many examples to show.")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Only noise scores at least this.")
+@click.option("--issues", is_flag=True, help="Show the audit's rows instead: test/train leakage, duplicates, "
+              "outliers.")
 @click.option("--json", "json_out", is_flag=True, help="Print the rows as JSON on stdout.")
-def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: float, json_out: bool) -> None:
-    """Show the top flagged examples in the terminal.
+def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: float, issues: bool,
+                json_out: bool) -> None:
+    """Show the top flagged examples (or with --issues the audit's rows) in the terminal.
 
     \b
     Example:
       winnow inspect --run-dir runs/d --top 20
+      winnow inspect --run-dir runs/d --issues
     """
     from rich.table import Table
     from rich.text import Text
 
-    from winnow.stages.report.inspect import top_flagged
+    from winnow.stages.report.inspect import top_flagged, top_issues
 
     with _opened_run(run_dir, create=False) as run:
         pass
     try:
         curated = steps_mod.load_curated(run)
-        rows = top_flagged(curated, class_name=class_name, top=top, min_score=min_score)
+        rows = (top_issues(curated, top=top) if issues
+                else top_flagged(curated, class_name=class_name, top=top, min_score=min_score))
     except StageMissing as exc:
         raise InputError(str(exc)) from exc
     except ValueError as exc:
@@ -210,13 +215,16 @@ def inspect_cmd(run_dir: Path, class_name: str | None, top: int, min_score: floa
         _emit_json({"run_dir": str(run.root), "rows": rows})
         return
     # Ids, class names and uris are the user's: printed as text, never as Rich markup.
-    table = Table(title=f"top flagged examples in {escape(str(run.root))}")
-    headers = {"id": "id", "label_name": "given", "suggested_label_name": "suggested", "noise_score": "noise score",
-               "suggested_confidence": "confidence", "weight": "weight", "uri": "uri"}
+    what = "data issues" if issues else "top flagged examples"
+    table = Table(title=f"{what} in {escape(str(run.root))}")
+    headers = ({"id": "id", "issue": "issue", "duplicate_of": "duplicate of", "split": "split",
+                "outlier_score": "outlier score", "label_name": "given", "uri": "uri"} if issues else
+               {"id": "id", "label_name": "given", "suggested_label_name": "suggested", "noise_score": "noise score",
+                "suggested_confidence": "confidence", "weight": "weight", "uri": "uri"})
     columns = [c for c in headers if any(r.get(c) is not None for r in rows)] or ["id"]
     for c in columns:
         table.add_column(headers[c], overflow="fold", justify="right" if c in ("noise_score", "suggested_confidence",
-                                                                             "weight") else "left")
+                                                                             "weight", "outlier_score") else "left")
     for r in rows:
         table.add_row(*[Text(f"{r[c]:.3f}" if isinstance(r[c], float) else ("" if r[c] is None else str(r[c])))
                         for c in columns])

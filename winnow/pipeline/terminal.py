@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.pipeline import contract
-from winnow.pipeline.io.export import missing_upstream
+from winnow.pipeline.io.export import audit_counts, missing_upstream
 from winnow.pipeline.rundir import RunDir
 
 
@@ -52,8 +52,26 @@ def select_notes(run: RunDir, params: Any) -> list[str]:
 
 
 def export_notes(run: RunDir, params: Any) -> list[str]:
-    """What export lacks because an upstream stage has not run (:func:`missing_upstream`)."""
-    return missing_upstream(run)
+    """What export lacks because an upstream stage has not run (:func:`missing_upstream`), and the
+    audit's findings that change how a user reads the results: leakage first."""
+    lines = missing_upstream(run)
+    path = run.stage_dir("export") / "summary.json"
+    audit = json.loads(path.read_text()).get("audit") if path.is_file() else None
+    if audit:
+        dups = audit.get("duplicates") or {}
+        leak = dups.get("leakage") or {}
+        if leak.get("rows"):
+            a, b = leak["examples"][0]
+            lines.append(f"export: LEAKAGE: {leak['rows']} test row(s) duplicate a train or trusted row (e.g. {a!r} "
+                         f"~ {b!r}); test accuracy on them measures memory, not generalisation: drop them from the "
+                         "test split (duplicate_of in curated.parquet names each twin)")
+        c = audit_counts(audit)
+        if c["exact_duplicates"] or c["near_duplicates"] or c["outliers"] or c["near_empty_classes"]:
+            lines.append(f"export: audit: {c['exact_duplicates'] or 0} exact and {c['near_duplicates'] or 0} near "
+                         f"duplicate row(s), {c['outliers'] or 0} outlier(s)"
+                         + (f", near-empty classes {c['near_empty_classes']}" if c["near_empty_classes"] else "")
+                         + " (summary.json 'audit'; columns duplicate_of, duplicate_kind, outlier_flag)")
+    return lines
 
 
 # Lines printed after a stage (unless -q), whether it ran or was cached.

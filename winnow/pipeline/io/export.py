@@ -43,7 +43,18 @@ def export_result(run: RunDir, params: Any, *, seed: int) -> Any:
 
 
 def export_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows", "fdr") if k in summary}
+    out = {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows", "fdr") if k in summary}
+    if "audit" in summary:
+        out["audit"] = audit_counts(summary["audit"])
+    return out
+
+
+def audit_counts(audit: dict[str, Any]) -> dict[str, Any]:
+    """The audit's headline numbers (summary.json has the examples, the overlap matrix, the balance)."""
+    dups, outliers = audit.get("duplicates") or {}, audit.get("outliers") or {}
+    return {"exact_duplicates": dups.get("exact"), "near_duplicates": dups.get("near"),
+            "test_rows_leaked": (dups.get("leakage") or {}).get("rows"), "outliers": outliers.get("flagged"),
+            "near_empty_classes": (audit.get("class_balance") or {}).get("near_empty_classes")}
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:

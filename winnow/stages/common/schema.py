@@ -68,8 +68,8 @@ WEIGHT_COLUMNS = (
 # Columns export adds.
 NOISE_COLUMNS = ("noise_score", "noise_flag", "suggested_label", "suggested_confidence")
 
-# Columns DESIGN.md reserves for export's --fdr and audit (written by later versions).
-AUDIT_COLUMNS = ("noise_pvalue", "noise_flag_fdr", "duplicate_of", "duplicate_kind", "outlier_score")
+# Columns export adds with --fdr and its audit of the kNN graph (DESIGN.md; outlier_flag is winnow's addition).
+AUDIT_COLUMNS = ("noise_pvalue", "noise_flag_fdr", "duplicate_of", "duplicate_kind", "outlier_score", "outlier_flag")
 
 # The manifest column applied review decisions add (winnow.stages.review.apply).
 REVIEW_ACTION = "review_action"

@@ -42,6 +42,7 @@ from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names, vectors_from_arrow, with_metadata
 from winnow.stages.common.params import to_dict, validate_choices
 from winnow.stages.common.reprs import short_repr
+from winnow.stages.export.audit import audit
 from winnow.stages.export.calibrate import (
     class_mix_weights,
     confident_joint,
@@ -60,6 +61,7 @@ from winnow.stages.export.scores import (
     synthetic_flips,
     without_meta,
 )
+from winnow.stages.select.knn import IndexSpec
 
 TRAIN_COLUMNS = ("id", "uri", "image", "label", "label_name", "split", "weight")
 
@@ -465,6 +467,11 @@ def export_columns(
             (pa.field("noise_pvalue", pa.float32()), pa.array(fdr.pvalue, pa.float32(), mask=~tested)),
             (pa.field("noise_flag_fdr", pa.bool_(), nullable=False), pa.array(fdr.flag)),
         ]
+    issues = None
+    if params.audit:
+        issues = audit(embedding, sc.posterior, labels, split, valid, classes, ids=manifest["id"].to_pylist(),
+                       spec=IndexSpec(seed=seed))
+        added += issues.columns(manifest["id"].to_pylist())
     idx = np.flatnonzero(flags)
     flag_order = idx[np.lexsort((idx, -sc.score[idx]))]
 
@@ -496,6 +503,7 @@ def export_columns(
         split=split, errors=errors, valid=valid, labels=labels, classes=classes, sc=sc,
         flags=flags, threshold=threshold, cal=cal, est=est, rows=rows, final=final, params=params,
         meta_check=meta_check, fdr=None if fdr is None else fdr.summary,
+        audit=None if issues is None else issues.summary,
         inputs={"features": features is not None, "coreset": coreset is not None,
                 "weights": weights is not None},
     ).summary()
@@ -586,6 +594,7 @@ class _Decisions:
     inputs: dict[str, bool]  # which upstream tables export had
     meta_check: dict[str, Any]
     fdr: dict[str, Any] | None = None  # --fdr: q, rows flagged, trusted rows used, the exchangeability check
+    audit: dict[str, Any] | None = None  # --audit: duplicates, outliers, class overlap and balance
 
     def summary(self) -> dict:
         """The ``summary.json`` dict."""
@@ -620,6 +629,7 @@ class _Decisions:
             "flagged": int(self.flags.sum()),
             "flag_rate": _num(self.flags.sum() / train.sum()) if train.any() else None,
             **({"fdr": self.fdr} if self.fdr is not None else {}),
+            **({"audit": self.audit} if self.audit is not None else {}),
             "policy": self.params.policy,
             "train_manifest": {"rows": int(self.rows.sum()), "weight_sum": float(self.final[self.rows].sum())},
             "classes": per_class,

@@ -80,6 +80,13 @@ class ExportParams:
         "(for very many classes; also used when trusted rows x classes exceeds 20 million).",
         min=0, note="0 = every other class",
     )
+    audit: bool = option(
+        True,
+        "Also report the data issues of the kNN graph: exact and near duplicates within and across splits "
+        "(duplicate_of, duplicate_kind; a test row with a twin in train is leakage), outliers against the "
+        "trusted rows (outlier_score, outlier_flag), class overlap and imbalance (summary). One kNN search "
+        "over every row with an embedding.",
+    )
     fdr: float | None = option(
         None,
         "Also flag at this false-discovery rate: conformal p-values of each train row's label signal against "

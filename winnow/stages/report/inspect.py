@@ -125,3 +125,31 @@ def _name(names: list[str], label: int | None) -> str | None:
     if label is None:
         return None
     return names[label] if 0 <= label < len(names) else str(label)
+
+
+def top_issues(curated: pa.Table, *, top: int = 20) -> list[dict[str, Any]]:
+    """The audit's rows (export's ``duplicate_of``, ``duplicate_kind``, ``outlier_flag``): test rows
+    that duplicate a train or trusted row first (leakage), then other duplicates, then outliers
+    by descending ``outlier_score``; at most ``top``. Each dict has ``id``, ``issue``,
+    ``duplicate_of``, ``outlier_score``, ``split``, ``label_name``, ``uri``."""
+    _require(curated, "duplicate_of", "duplicate_kind", "outlier_score", "outlier_flag")
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+
+    def col(name: str) -> list[Any]:
+        return curated.column(name).to_pylist() if name in curated.column_names else [None] * len(curated)
+
+    ids, split, twin, kind, score, flag = (col(c) for c in ("id", "split", "duplicate_of", "duplicate_kind",
+                                                             "outlier_score", "outlier_flag"))
+    row_of = {rid: i for i, rid in enumerate(ids)}
+    found = []
+    for i, t in enumerate(twin):
+        if t is not None:
+            leak = (split[i] == "test") != (split[row_of[t]] == "test") if t in row_of else False
+            found.append((0 if leak else 1, 0.0, i, f"{kind[i]} duplicate" + (" (test/train leakage)" if leak else "")))
+    found += [(2, -float(score[i]), i, "outlier") for i in range(len(ids)) if flag[i]]
+    found.sort()
+    names, label, uri = col("label_name"), col("label"), col("uri")
+    return [{"id": ids[i], "issue": issue, "duplicate_of": twin[i], "outlier_score": score[i], "split": split[i],
+             "label_name": names[i] if names[i] is not None else label[i], "uri": uri[i]}
+            for _, _, i, issue in found[:top]]

@@ -365,6 +365,51 @@ def _coreset_section(v: _View, coreset_metrics: Mapping[str, Any] | None) -> dic
     return _section("coreset", "Coreset coverage", *parts)
 
 
+def _issues_section(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """export's audit of the kNN graph: leakage first, then duplicates, outliers, overlap, balance."""
+    title = "Data issues"
+    audit = summary.get("audit")
+    if not isinstance(audit, Mapping):
+        return _section("issues", title, _note("no audit in this run (export --no-audit, or an older export)"))
+    parts: list[Part] = []
+    dups, outliers = audit.get("duplicates"), audit.get("outliers")
+    if isinstance(dups, Mapping):
+        leak = dups.get("leakage") or {}
+        cards = [("exact duplicates", dups.get("exact")), ("near duplicates", dups.get("near")),
+                 ("test rows leaked from train", leak.get("rows")),
+                 ("duplicates with different labels", (dups.get("different_labels") or {}).get("rows"))]
+        if isinstance(outliers, Mapping):
+            cards.append(("outliers", outliers.get("flagged")))
+        parts.append({"kind": "cards", "cards": cards})
+        if leak.get("rows"):
+            parts += [_h3("Leakage: test rows with a twin in train or trusted"),
+                      _note("their test accuracy measures memory, not generalisation; drop them from the test split"),
+                      _table(["row", "duplicate of"], leak.get("examples", []), left=2)]
+        different = (dups.get("different_labels") or {}).get("examples") or []
+        if different:
+            parts += [_h3("Duplicates with different labels (one of each pair is likely wrong)"),
+                      _table(["row", "duplicate of"], different, left=2)]
+    else:
+        parts.append(_note("no embeddings: duplicates and outliers were not checked"))
+    if isinstance(outliers, Mapping) and outliers.get("top"):
+        parts += [_h3(f"Outliers (score above {outliers.get('threshold', 0):.3f}: {outliers.get('calibrated_on')})"),
+                  _table(["id", "outlier score"], [[o["id"], o["score"]] for o in outliers["top"]])]
+    overlap = audit.get("class_overlap")
+    if isinstance(overlap, Mapping) and overlap.get("pairs"):
+        parts += [_h3("Most confusable class pairs (mean posterior mass across the pair)"),
+                  _table(["classes", "overlap"], [[" / ".join(map(str, q["classes"])), q["overlap"]]
+                                                   for q in overlap["pairs"]])]
+        matrix = np.asarray(overlap.get("matrix") or [], dtype=float)
+        if matrix.ndim == 2 and matrix.size:
+            parts.append(_img(plots.matrix_plot(matrix, xlabel="class", ylabel="given label"), "class overlap"))
+    balance = audit.get("class_balance")
+    if isinstance(balance, Mapping):
+        empty = balance.get("near_empty_classes") or []
+        parts.append(_note(f"train rows per class: max/min ratio {balance.get('max_min_ratio')}"
+                           + (f"; near-empty classes: {', '.join(map(str, empty))}" if empty else "")))
+    return _section("issues", title, *parts)
+
+
 def _errors_section(v: _View) -> dict[str, Any]:
     if "error" not in v.table.column_names or v.usable.all():
         return _section("errors", "Rows with errors", _note("no row has an error"))
@@ -427,10 +472,11 @@ def render_report(
     ]
     if evaluation:
         sections.append(_section("evaluation", "Evaluation against the truth", _value(dict(evaluation))))
+    sections.append(_issues_section(summary or {}))
     sections.append(_errors_section(v))
     nav = ([("summary", "Summary"), ("classes", "Classes"), ("confusion", "Relabels"), ("weights", "Weights"),
             ("flagged", "Flagged"), ("coreset", "Coreset")]
-           + ([("evaluation", "Evaluation")] if evaluation else []) + [("errors", "Errors")])
+           + ([("evaluation", "Evaluation")] if evaluation else []) + [("issues", "Data issues"), ("errors", "Errors")])
     script = review_script()
     return _template().render(title=title, css=Markup(CSS), nav=nav, sections=sections, script=Markup(script),
                               script_hash=csp_hash(script))

@@ -11,9 +11,12 @@ Distances are on the unit sphere, as everywhere in winnow (:mod:`winnow.stages.s
   0.13). Rows linked by either form groups; ``duplicate_of`` names the group's first row in
   manifest order (null for that row and for rows without a twin), ``duplicate_kind`` says
   ``exact`` or ``near``. A test row with a twin in train or trusted is leakage.
-- **Outliers.** ``outlier_score``: the mean distance to the ``k`` nearest other rows. The
-  threshold is a high quantile of the *trusted* rows' scores (in-distribution by assumption),
-  so it adapts to the embedding; ``outlier_flag`` marks the rows above it.
+- **Outliers.** ``outlier_score``: the mean distance to the ``k`` nearest *trusted* rows (for a
+  trusted row, the other trusted rows), and the threshold is a high quantile of the trusted rows'
+  own scores: a conformal test of "looks like the clean reference data". Scoring against all
+  rows instead (Datalab's way) misses outliers that arrive together: 30 photos among digits are
+  each other's nearest neighbours. With fewer than 20 trusted rows the score falls back to the
+  ``k`` nearest of all rows, thresholded at the same quantile of every row's score.
 - **Class overlap.** ``M[i, j]``: the mean posterior mass of class j over the rows labelled i;
   the pairs with the largest ``M[i, j] + M[j, i]`` are the confusable ones.
 - **Imbalance.** Train rows per class, the max/min ratio, and the classes with almost no rows.
@@ -107,6 +110,24 @@ def find_duplicates(embedding: np.ndarray, valid: np.ndarray, *, near_factor: fl
     return dup_of, kind, radius
 
 
+def trusted_distance(x_hat: np.ndarray, trusted: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Mean unit-sphere distance of every row of ``x_hat`` to its ``k`` nearest trusted rows (a
+    trusted row's own entry left out), exact search (the trusted set is small)."""
+    import faiss
+
+    ref = np.ascontiguousarray(x_hat[trusted])
+    k = min(k, len(ref) - 1)
+    index = faiss.IndexFlatIP(ref.shape[1])
+    index.add(ref)
+    ip, nn = index.search(np.ascontiguousarray(x_hat), k + 1)
+    pos = np.full(len(x_hat), -1)
+    pos[np.flatnonzero(trusted)] = np.arange(len(ref))
+    drop = nn == pos[:, None]  # a trusted row's own entry
+    drop[~drop.any(axis=1), -1] = True  # others: the (k+1)-th
+    ip = ip[~drop].reshape(len(x_hat), k).astype(np.float64)
+    return np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None)).mean(axis=1)
+
+
 def outlier_scores(ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Mean unit-sphere distance to the found neighbours of each searched row."""
     dist = np.sqrt(np.clip(4.0 * (1.0 - sims.astype(np.float64)), 0.0, None))
@@ -168,14 +189,20 @@ def audit(embedding: np.ndarray | None, posterior: np.ndarray, labels: np.ndarra
             x_hat = normalize(np.ascontiguousarray(embedding[rows], dtype=np.float32))
             nn_ids, nn_sims, index_kind = knn_search(x_hat, NEIGHBOURS, spec or IndexSpec())
             dup_of, kind, radius = find_duplicates(embedding, ok, near_factor=near_factor, ids=nn_ids, sims=nn_sims)
-            score[rows] = outlier_scores(nn_ids, nn_sims)
             summary["duplicates"] = _duplicate_summary(dup_of, kind, split, labels, ids, radius, near_factor)
-            trusted = ok & (split == schema.TRUSTED) & np.isfinite(score)
-            base = trusted if trusted.sum() >= 20 else ok & np.isfinite(score)
+            trusted = ok & (split == schema.TRUSTED)
+            if trusted.sum() >= 20:
+                score[rows] = trusted_distance(x_hat, trusted[rows])
+                base = trusted
+            else:
+                score[rows] = outlier_scores(nn_ids, nn_sims)
+                base = ok & np.isfinite(score)
             threshold = float(np.quantile(score[base], outlier_quantile))
             flag = np.isfinite(score) & (score > threshold)
             summary["outliers"] = {
                 "threshold": threshold, "flagged": int(flag.sum()), "neighbours": NEIGHBOURS, "index": index_kind,
+                "score": ("mean distance to the nearest trusted rows" if base is trusted
+                          else "mean distance to the nearest rows (< 20 trusted rows)"),
                 "calibrated_on": (f"the {outlier_quantile:.0%} quantile of the trusted rows' scores" if base is trusted
                                   else f"the {outlier_quantile:.0%} quantile of every row's score (< 20 trusted rows)"),
                 "top": [{"id": ids[i], "score": float(score[i])} for i in np.argsort(-np.nan_to_num(score, nan=-1))[:10]

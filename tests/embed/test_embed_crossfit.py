@@ -144,3 +144,12 @@ def test_probs_do_not_depend_on_the_embeddings_scale(scale: float):
     scaled = crossfit(x * np.float32(scale), y, fit, fit, 3, folds=3, iters=20).probs
     assert np.isfinite(scaled).all()
     np.testing.assert_allclose(scaled, base, atol=1e-3)  # float32 rounding of the scaled inputs, through L-BFGS
+
+
+def test_standardise_of_every_row_equals_the_indexed_copy():
+    """Every row selected: the statistics come from the array itself, not a copy (issue 17),
+    with the same bits as through the indexed copy."""
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(1000, 7)).astype(np.float32)
+    whole = standardise(x, np.ones(1000, bool)).numpy()
+    indexed = standardise(x, np.arange(1000)).numpy()
+    np.testing.assert_array_equal(whole, indexed)

@@ -96,7 +96,8 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
 
     model_factory = None
     if params.trainable == "head":
-        x = torch.from_numpy(np.array(embedding, dtype=np.float32))  # writable copy
+        # Writable for torch: a copy only when read_vectors gave a read-only (zero-copy) view.
+        x = torch.from_numpy(np.require(embedding, np.float32, ["C", "W"]))
     else:
         from winnow.models.registry import build_classifier
 
@@ -129,8 +130,11 @@ def weight_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
                                                  run_dir=ctx.run.root)
         reselect = functools.partial(online_reselect, params=select_params, seed=ctx.seed)
 
+    # Only the rows trained on are kept: the full (n, d) inputs are freed before the weighting runs.
+    train_x, trusted_x = x[train_rows], x[trusted_rows]
+    del x, embedding
     result = run_weight(
-        x[train_rows], y[train_rows], x[trusted_rows], y[trusted_rows], params, num_classes=len(classes),
+        train_x, y[train_rows], trusted_x, y[trusted_rows], params, num_classes=len(classes),
         seed=ctx.seed, device=ctx.device, checkpoints=ctx.checkpoints, model_factory=model_factory,
         coreset=coreset, reselect=reselect,
     )

@@ -47,25 +47,28 @@ def column_names(path: Path) -> list[str]:
     return pq.read_schema(path).names
 
 
-def read_vectors(path: Path, column: str) -> np.ndarray:
-    """One ``fixed_size_list<float32>`` column as an (n, d) array.
+# Rows decoded at a time by read_vectors: a (d,)-vector column decodes with per-value levels and
+# buffers several times its size, so a whole 300k-row group cost 4x the array (issue 17).
+VECTOR_BATCH_ROWS = 65536
 
-    Zero-copy for a file of one row group; otherwise (features.parquet is written in row groups,
-    sharded folders) each row group is decoded and copied into one preallocated array, so the
-    peak is the array plus one row group, not the decoded chunks plus their concatenation.
+
+def read_vectors(path: Path, column: str) -> np.ndarray:
+    """One ``fixed_size_list<float32>`` column as an (n, d) float32 array (null rows NaN).
+
+    Decoded :data:`VECTOR_BATCH_ROWS` rows at a time into one preallocated array (files, row
+    groups and batches alike), so the peak is the array plus one batch, not the decoded column
+    plus its levels and a concatenation of its chunks.
     """
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
     parts = [pq.ParquetFile(f, memory_map=True) for f in files]
-    if len(parts) == 1 and parts[0].num_row_groups <= 1:
-        return vectors_from_arrow(read_table(path, columns=[column])[column])
     typ = parts[0].schema_arrow.field(column).type
     if not pa.types.is_fixed_size_list(typ):
         raise TypeError(f"expected a fixed_size_list column, got {typ}")
     out = np.empty((sum(p.metadata.num_rows for p in parts), typ.list_size), np.float32)
     start = 0
     for part in parts:
-        for i in range(part.num_row_groups):
-            block = vectors_from_arrow(part.read_row_group(i, columns=[column])[column])
+        for batch in part.iter_batches(batch_size=VECTOR_BATCH_ROWS, columns=[column]):
+            block = vectors_from_arrow(batch.column(0))
             out[start:start + len(block)] = block
             start += len(block)
     return out

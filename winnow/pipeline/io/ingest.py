@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from winnow.pipeline.artifacts import read_table, write_table
+from winnow.pipeline.artifacts import read_table, read_vectors, write_table
 from winnow.pipeline.rundir import RunDir
 from winnow.stages.common import schema
-from winnow.stages.common.arrow import vectors_from_arrow
 
 # The summary entries a stage's metrics repeat (stage.json), for both executors.
 METRIC_KEYS = ("rows", "splits", "errors", "noise", "imbalance_removed", "review")
@@ -47,5 +46,5 @@ def load_manifest(run: RunDir) -> pa.Table:
 def ingest_features(run: RunDir) -> np.ndarray | None:
     """The embedding from a feature table given to ingest, if there was one."""
     p = run.path("ingest", schema.FEATURES, required=False)
-    return None if p is None else vectors_from_arrow(read_table(p)[schema.EMBEDDING])
+    return None if p is None else read_vectors(p, schema.EMBEDDING)
 

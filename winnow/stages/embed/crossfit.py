@@ -93,11 +93,16 @@ def standardise(embedding: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     of embedding gives the same standardised values.
     """
     x = np.asarray(embedding, np.float32)
-    sel = x[np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)]
+    rows = np.asarray(rows)
+    every = rows.dtype == bool and len(rows) == len(x) and x.flags.c_contiguous and bool(rows.all())
+    sel = x if every else x[np.flatnonzero(rows) if rows.dtype == bool else rows]  # no copy of every row
     mean = sel.mean(0, dtype=np.float64)
     std = sel.std(0, dtype=np.float64, ddof=1) if len(sel) > 1 else np.zeros(x.shape[1])
     std[~(std > 0)] = 1.0
-    return torch.from_numpy((x - mean.astype(np.float32)) / std.astype(np.float32))
+    del sel
+    out = x - mean.astype(np.float32)
+    np.divide(out, std.astype(np.float32), out=out)  # in place: one (n, d) array, not two
+    return torch.from_numpy(out)
 
 
 def fit_head(
@@ -181,7 +186,8 @@ def crossfit(
 
     x_all = standardise(embedding, predict_mask).to(device)
     y_all = torch.as_tensor(y_fit, device=device)
-    x_fit = x_all[torch.as_tensor(fit_rows, device=device)]
+    # Every row labelled (the usual case): the fit rows are x_all itself, not a copy of it.
+    x_fit = x_all if len(fit_rows) == n else x_all[torch.as_tensor(fit_rows, device=device)]
 
     def head_for(train: np.ndarray, head_seed: int) -> nn.Module:
         t = torch.as_tensor(train, device=device)
@@ -191,7 +197,6 @@ def crossfit(
 
     h_dim = hidden if kind == "mlp" else embedding.shape[1]
     logits = np.full((n, c), np.nan, np.float32)
-    last = np.full((n, h_dim), np.nan, np.float32)
     fold_col = np.full(n, -1, np.int64)
     accs: list[float] = []
     for k in range(folds):
@@ -212,10 +217,14 @@ def crossfit(
         head = head_for(np.arange(len(fit_rows)), seed * 1000 + folds)
         with torch.no_grad():
             h, z = head(x_all[torch.as_tensor(predict_rows, device=device)])
+        last = np.full((n, h_dim), np.nan, np.float32)
         last[predict_rows] = h.cpu().numpy()
         is_other = ~fit_mask[predict_rows]
         logits[other_rows] = z.cpu().numpy()[is_other]
+    elif len(predict_rows) == n and x_all.device.type == "cpu":
+        last = x_all.numpy()  # the linear head's input is the standardised embedding itself
     else:
+        last = np.full((n, h_dim), np.nan, np.float32)
         last[predict_rows] = x_all[torch.as_tensor(predict_rows, device=device)].cpu().numpy()
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     return CrossFit(probs=probs, logits=logits, last_input=last, fold=fold_col, fold_accuracy=accs)

@@ -69,3 +69,15 @@ def test_streamed_features_file_equals_the_table(tmp_path):
     for name in ("embedding", "probs", "grad_embedding"):  # NaN rows: equal as arrays, not by Arrow's equals
         np.testing.assert_array_equal(vectors_from_arrow(got[name]), vectors_from_arrow(want[name]))
     assert np.isnan(vectors_from_arrow(got["grad_embedding"])[2]).all()
+
+
+def test_handing_over_the_features_gives_the_same_result():
+    """copy_features=False (the local adapter) embeds in the caller's array: same values."""
+    manifest = _manifest(10, errors={3: "unreadable"})
+    feats = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    copied = run_embed(manifest, PARAMS, num_classes=3, features=feats)
+    owned = feats.copy()
+    handed = run_embed(manifest, PARAMS, num_classes=3, features=owned, copy_features=False)
+    assert np.shares_memory(handed.embedding, owned)
+    for name in ("embedding", "probs", "grad_embedding"):
+        np.testing.assert_array_equal(getattr(handed, name), getattr(copied, name))

@@ -53,6 +53,7 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
     result = run_embed(
         manifest, params, num_classes=len(classes), seed=ctx.seed, device=ctx.device,
         features=ingest_features(ctx.run), checkpoints=ctx.checkpoints, lazy_grad=True,
+        copy_features=False,  # ingest's embedding, read for this call only
     )
     write_features(ctx.out / schema.FEATURES, manifest, result, params)
     if result.model_state is not None:

@@ -104,6 +104,7 @@ def run_embed(
     fold_ids: np.ndarray | None = None,
     backbone_params: EmbedParams | None = None,
     lazy_grad: bool = False,
+    copy_features: bool = True,
 ) -> EmbedResult:
     """Embed every manifest row and compute out-of-sample probabilities and gradient embeddings.
 
@@ -128,6 +129,9 @@ def run_embed(
         backbone`` the fold networks are built from them.
     lazy_grad : return an unprojected full gradient embedding in its lazy form, so that a writer
         streams it instead of holding (n, C * h) floats (the local adapter; issue 17).
+    copy_features : False lets the embedding be ``features`` itself, written to in place (NaN on
+        unusable rows): for a caller that hands over an array it no longer needs (one (n, d) copy
+        less; the local adapter).
 
     Returns
     -------
@@ -153,7 +157,7 @@ def run_embed(
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != n:
             raise ValueError(f"features must be (n={n}, d), got shape {features.shape}")
-        embedding = features.copy()
+        embedding = features.copy() if copy_features or not features.flags.writeable else features
         embedding[~ok] = np.nan
         metrics.update(model="features", embed_seconds=0.0)
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- Below: copied from benchmarks/<area>/RESULTS.md by `python -m benchmarks.collect`. -->"
-AREAS = ("embed", "select", "weight", "quality", "review", "train", "beam", "reliability")
+AREAS = ("embed", "select", "weight", "quality", "review", "train", "beam", "reliability", "scale")
 
 
 def main() -> None:

@@ -54,7 +54,10 @@ def timed(cmd: list[str], log: Path) -> dict[str, float]:
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    if found is None:
+        raise RuntimeError(f"/usr/bin/time -v gave no peak RSS for {' '.join(cmd)}")
+    rss_kb = int(found.group(1))
     return {"wall_s": wall, "rss_gb": rss_kb * 1024 / 1e9}
 
 

@@ -73,7 +73,7 @@ class LazyGradientEmbedding:
         h = self.last_input.numpy()
         ok = np.isfinite(r).all(1) & np.isfinite(h).all(1)
         bound = np.abs(r).max(1, initial=0.0) * np.abs(h).max(1, initial=0.0).astype(np.float64)
-        for row in np.flatnonzero(ok & (bound >= 1e38)):
+        for row in np.flatnonzero(ok & (bound >= 1e38)).tolist():
             ok[row] = bool(np.isfinite(self.block(row, row + 1)).all())
         return ok
 

@@ -61,7 +61,8 @@ def export_result(run: RunDir, params: Any, *, seed: int) -> Any:
 
 
 def export_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows", "fdr") if k in summary}
+    out: dict[str, Any] = {k: summary[k] for k in ("flagged", "noise_estimate", "threshold", "train_rows", "fdr")
+                           if k in summary}
     if "audit" in summary:
         out["audit"] = audit_counts(summary["audit"])
     return out

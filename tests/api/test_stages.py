@@ -75,7 +75,13 @@ def test_a_bad_option_is_a_clear_error(tmp_path: Path):
 
 def test_a_missing_upstream_stage_says_what_to_run(tmp_path: Path):
     with pytest.raises(ValueError, match="winnow ingest"):
-        winnow.embed(tmp_path / "run", threads=1)
+        winnow.embed(tmp_path, threads=1)
+
+
+def test_a_missing_run_dir_is_refused_and_not_created(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"no run directory .*typo; run winnow.ingest"):
+        winnow.embed(tmp_path / "typo", threads=1)
+    assert not (tmp_path / "typo").exists()
 
 
 def _feature_table(n: int = 60) -> pd.DataFrame:

@@ -169,6 +169,9 @@ def _run_stage(name: str, run_dir: str | Path, options: dict[str, Any]) -> Stage
         if tables and not options.get("data_root"):
             options["data_root"] = os.getcwd()  # where the tables' relative uris were made absolute from
     params = build_params(step.params_cls, options, where=f"winnow.{name}")  # before the run dir is made
+    if name != "ingest" and not Path(run_dir).is_dir():  # as the CLI: a mistyped run_dir makes no folder
+        raise ValueError(f"no run directory {run_dir}; run winnow.ingest({str(run_dir)!r}, ...) first "
+                         "(or check the spelling of run_dir)")
     run = RunDir(run_dir)
     for path, table in tables.items():
         _write_if_changed(table, path)
@@ -201,7 +204,7 @@ def _stage_function(name: str) -> Callable[..., StageRun]:
     params = [inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_ONLY, annotation="str | Path")]
     doc = [f"{step.summary}", "",
            f"``winnow {name}`` as a function: the same step, cache and artifacts under ``run_dir/{name}/``.", "",
-           "Parameters", "----------", "run_dir : str or Path", "    The run directory (created if missing)."]
+           "Parameters", "----------", "run_dir : str or Path", "    The run directory (ingest creates it; the other stages need it to exist)."]
     for f in fields:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         typ = _type_name(f)

@@ -142,3 +142,29 @@ def test_a_bad_fdr_value_is_refused_naming_the_option(tmp_path, value):
     (tmp_path / "run").mkdir()
     res = CliRunner().invoke(main, ["export", "--run-dir", str(tmp_path / "run"), "--fdr", value])
     assert res.exit_code == 2 and "--fdr" in res.output, res.output
+
+
+def test_when_the_mixture_sees_no_noise_export_falls_back_to_the_confident_joint(run):
+    """Trusted rows that score higher than the train rows (the clean score distribution is
+    shifted up, as when wrong labels hide among clean ones): the trusted-clean mixture bound is 0.
+    Export then uses the confident joint's count instead of flagging nothing."""
+    import pyarrow as pa
+
+    from winnow.stages.common.arrow import vectors_from_arrow, vectors_to_arrow
+    from winnow.stages.export import ExportParams, export
+
+    probs = vectors_from_arrow(run["features"]["probs"]).copy()
+    split = np.asarray(run["manifest"]["split"].to_pylist())
+    given = run["manifest"]["label"].to_numpy(zero_copy_only=False)
+    trusted = split == "trusted"
+    k = probs.shape[1]
+    probs = 0.5 * probs + 0.5 / k  # no train row scores above 1 - 0.5 / k
+    probs[trusted] = 0.99 / (k - 1)
+    probs[trusted, given[trusted]] = 0.01  # trusted rows look noisy: the clean scores sit above every train one
+    valid = np.isfinite(probs).all(axis=1)
+    features = run["features"].set_column(2, "probs", vectors_to_arrow(np.nan_to_num(probs), valid))
+    emb = features.drop_columns(["embedding"])  # the probs alone: no trusted-neighbour vote to rescue them
+    res = export(run["manifest"], emb, None, None, ExportParams(calibration="trusted-clean"), seed=0)
+    thr = res.summary["threshold"]
+    assert "the trusted-clean mixture found no noise" in thr.get("fallback", ""), thr
+    assert res.summary["flagged"] > 0 and isinstance(features, pa.Table)

@@ -36,6 +36,7 @@ from winnow.stages.review.corrections import (
     standing,
 )
 from winnow.stages.review.order import ORDERS, expected_gain, review_order
+from winnow.stages.select.knn import normalize
 
 KEYS = {"a": "accept the suggestion", "k": "keep the given label", "l": "set a label", "d": "drop the row",
         "s": "skip", "u": "undo the last decision", "q": "quit"}
@@ -49,6 +50,7 @@ class Queue:
     curated: pa.Table
     rows: list[int]
     classes: list[str]
+    labels: np.ndarray  # given labels, -1 where missing (read once, not per key press)
     gain: np.ndarray
     neighbours: dict[int, list[int]]  # row -> nearest trusted rows (by embedding), when features exist
 
@@ -67,9 +69,12 @@ def _neighbours(run_dir: Path, curated: pa.Table, rows: list[int]) -> dict[int, 
                              & np.isfinite(emb).all(axis=1))
     if len(trusted) == 0:
         return {}
-    index = faiss.IndexFlatL2(emb.shape[1])
-    index.add(np.ascontiguousarray(emb[trusted], dtype=np.float32))
-    _, nn = index.search(np.ascontiguousarray(emb[rows], dtype=np.float32), min(NEIGHBOURS, len(trusted)))
+    # Cosine, the similarity every stage uses (select.knn); one normalize call, so an all-zero
+    # row's extra coordinate is the same for both sides.
+    x_hat = normalize(np.ascontiguousarray(emb[np.r_[trusted, rows]], dtype=np.float32))
+    index = faiss.IndexFlatIP(x_hat.shape[1])
+    index.add(np.ascontiguousarray(x_hat[: len(trusted)]))
+    _, nn = index.search(np.ascontiguousarray(x_hat[len(trusted):]), min(NEIGHBOURS, len(trusted)))
     return {r: trusted[n[n >= 0]].tolist() for r, n in zip(rows, nn)}
 
 
@@ -83,7 +88,8 @@ def load_queue(run_dir: Path, *, order: str, flagged_only: bool) -> Queue:
     log = run_dir / "review" / CORRECTIONS
     done = seen_ids(read_corrections(log)) if log.exists() else set()
     rows = review_order(curated, order=order, flagged_only=flagged_only, exclude=done).tolist()
-    return Queue(curated, rows, known_class_names(curated), expected_gain(curated), _neighbours(run_dir, curated, rows))
+    return Queue(curated, rows, known_class_names(curated), labels_array(curated), expected_gain(curated),
+                 _neighbours(run_dir, curated, rows))
 
 
 def _image(curated: pa.Table, row: int, console: Console) -> Text | str:
@@ -114,7 +120,7 @@ def _image(curated: pa.Table, row: int, console: Console) -> Text | str:
 
 def _show(q: Queue, row: int, position: int, console: Console) -> None:
     c = q.curated
-    label, suggested = labels_array(c)[row], c["suggested_label"][row].as_py()
+    label, suggested = q.labels[row], c["suggested_label"][row].as_py()
 
     def name(k: int | None) -> str:
         return "-" if k is None or k < 0 else f"{q.classes[k]} ({k})"
@@ -126,7 +132,7 @@ def _show(q: Queue, row: int, position: int, console: Console) -> None:
     t.add_row("suggested", f"{name(suggested)}" + (f"   confidence {conf:.2f}" if conf is not None else ""))
     t.add_row("score", f"{c['noise_score'][row].as_py():.3f}   expected gain {q.gain[row]:.2f}")
     if row in q.neighbours:
-        labels = labels_array(c)[q.neighbours[row]]
+        labels = q.labels[q.neighbours[row]]
         t.add_row("neighbours", ", ".join(q.classes[k] for k in labels) + "   (nearest trusted rows)")
     console.print(t)
     console.print(_image(c, row, console))
@@ -196,7 +202,7 @@ def review_session(run_dir: Path, *, order: str = "gain", flagged_only: bool = T
                 continue
             action, label = "accept", int(suggested)
         elif key == "k":
-            action, label = "keep", int(labels_array(q.curated)[row])
+            action, label = "keep", int(q.labels[row])
         elif key == "l":
             label = _ask_label(q)
             if label is None:

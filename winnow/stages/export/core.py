@@ -476,9 +476,9 @@ def export_columns(
         ]
     issues = None
     if params.audit:
-        issues = audit(embedding, sc.posterior, labels, split, valid, classes, ids=manifest["id"].to_pylist(),
-                       spec=IndexSpec(seed=seed))
-        added += issues.columns(manifest["id"].to_pylist())
+        ids = manifest["id"].to_pylist()
+        issues = audit(embedding, sc.posterior, labels, split, valid, classes, ids=ids, spec=IndexSpec(seed=seed))
+        added += issues.columns(ids)
     idx = np.flatnonzero(flags)
     flag_order = idx[np.lexsort((idx, -sc.score[idx]))]
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,8 +200,6 @@ def ingest(
 def _apply_review(manifest: pa.Table, params: IngestParams) -> tuple[pa.Table, dict[str, Any]]:
     """The manifest with the decisions of ``params.corrections`` in force applied, and what the
     summary says of them (decisions per action, labels changed, rows moved to trusted)."""
-    from pathlib import Path
-
     from winnow.stages.review import CorrectionsError, apply_decisions, in_force, read_corrections
 
     try:

@@ -86,6 +86,14 @@ def _groups(n: int, pairs: np.ndarray) -> np.ndarray:
     return first[comp]
 
 
+def _rows_of(embedding: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``embedding[rows]`` as contiguous float32, without a copy when ``rows`` is every row (an
+    (n, d) copy is 0.5 GB at 1M x 128)."""
+    if len(rows) == len(embedding):
+        return np.ascontiguousarray(embedding, dtype=np.float32)
+    return np.ascontiguousarray(embedding[rows], dtype=np.float32)
+
+
 def find_duplicates(embedding: np.ndarray, valid: np.ndarray, *, near_factor: float = NEAR_FACTOR,
                     spec: IndexSpec | None = None, ids: np.ndarray | None = None,
                     sims: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -100,15 +108,15 @@ def find_duplicates(embedding: np.ndarray, valid: np.ndarray, *, near_factor: fl
     kind = np.full(n, None, dtype=object)
     if len(rows) < 2:
         return dup_of, kind, 0.0
-    x = np.ascontiguousarray(embedding[rows], dtype=np.float32)
+    x = _rows_of(embedding, rows)
     if ids is None or sims is None:
         ids, sims, _ = knn_search(normalize(x), DUPLICATE_NEIGHBOURS, _duplicate_spec(spec))
     dist = np.sqrt(np.clip(4.0 * (1.0 - sims.astype(np.float64)), 0.0, None))
     found = ids >= 0
     nn = np.where(found[:, 0], dist[:, 0], np.nan) if ids.shape[1] else np.full(len(rows), np.nan)
     radius = float(near_factor * np.nanmedian(nn)) if np.isfinite(nn).any() else 0.0
-    # Exact: bit-identical vectors (hash the rows' bytes; equal hashes are checked byte for byte).
-    view = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    # Exact: bit-identical vectors (np.unique compares each row's bytes as one opaque value).
+    view = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
     _, first_same, inverse = np.unique(view, return_index=True, return_inverse=True)
     exact_rep = first_same[inverse.ravel()]  # the first valid row with the same vector
     exact_pairs = np.column_stack([np.arange(len(rows)), exact_rep])[exact_rep != np.arange(len(rows))]
@@ -198,7 +206,7 @@ def audit(embedding: np.ndarray | None, posterior: np.ndarray, labels: np.ndarra
         ok = valid & np.isfinite(embedding).all(axis=1)
         rows = np.flatnonzero(ok)
         if len(rows) >= 2:
-            x_hat = normalize(np.ascontiguousarray(embedding[rows], dtype=np.float32))
+            x_hat = normalize(_rows_of(embedding, rows))
             nn_ids, nn_sims, index_kind = knn_search(x_hat, DUPLICATE_NEIGHBOURS, _duplicate_spec(spec))
             dup_of, kind, radius = find_duplicates(embedding, ok, near_factor=near_factor, ids=nn_ids, sims=nn_sims)
             summary["duplicates"] = _duplicate_summary(dup_of, kind, split, labels, ids, radius, near_factor)

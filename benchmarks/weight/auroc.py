@@ -10,6 +10,10 @@ Scenarios (issue "weight", its table):
   embedding``, ``embed --model features``, ``weight --method M``.
 
     python -m benchmarks.weight.auroc [--seeds 0 1 2] [--scenarios digits pair synthetic] [--rows 100000]
+        [--methods l2rw mwn mwn:--trusted-batch-size,100 ...]
+
+A method may carry extra ``winnow weight`` options after a colon, comma-separated (the table
+names the row by the whole spec).
 
 Prints a Markdown table (median over seeds, and each seed's value) and writes JSON to --json.
 """
@@ -57,10 +61,13 @@ def prepare(scenario: str, seed: int, run: Path, rows: int) -> dict[str, int]:
     return dict(zip(arrays["id"][train].tolist(), arrays["true_label"][train].tolist()))
 
 
-def measure(run: Path, truth: dict[str, int], method: str, seed: int) -> dict[str, float]:
-    """Run ``winnow weight --method`` and score its columns against the truth."""
+def measure(run: Path, truth: dict[str, int], spec: str, seed: int) -> dict[str, float]:
+    """Run ``winnow weight --method M [options]`` (spec ``M[:OPT,VALUE,...]``) and score its
+    columns against the truth."""
+    method, _, extra = spec.partition(":")
     t0 = time.perf_counter()
-    winnow("weight", "--run-dir", str(run), "--method", method, "--seed", str(seed), "--force")
+    winnow("weight", "--run-dir", str(run), "--method", method, *[a for a in extra.split(",") if a],
+           "--seed", str(seed), "--force")
     seconds = time.perf_counter() - t0
     w = pq.read_table(run / "weight" / "weights.parquet").to_pydict()
     labels = pq.read_table(run / "ingest" / "manifest.parquet", columns=["id", "label"]).to_pydict()

@@ -85,7 +85,6 @@ def _per_example_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: tor
     hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
     raw = head_kernel.alignment(hp, g_val) / (head_kernel.squared_norms(hp) + mu)
     omega = _normalised(raw)
-    optimizer.zero_grad(set_to_none=True)
     head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, omega))
     optimizer.step()
     return StepOutput(omega * omega.shape[0], hp.losses)

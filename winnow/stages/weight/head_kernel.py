@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from winnow.models.heads import LinearHead, MLPHead
@@ -31,8 +30,12 @@ Tensors = dict[str, torch.Tensor]
 class HeadPass:
     """One forward pass of a head: the per-example losses and what the closed forms need.
 
-    ``inputs[k]`` is layer k's input (n, d_k) and ``deltas[k]`` the gradient of each example's
-    (scaled) loss with respect to layer k's output (n, out_k), for the layers in ``names``.
+    Everything is kept in the transposed (features, n) layout: ``inputs[k]`` is layer k's input
+    (d_k, n) (a view of the embeddings for the first layer) and ``deltas[k]`` the gradient of each
+    example's (scaled) loss with respect to layer k's output (out_k, n), for the layers in ``names``.
+    On a CPU, W @ X^T into (out, n) is ~1.7x faster than X @ W^T for a narrow output (10
+    classes: 38 against 67 us for 1,000 x 128), and torch's softmax and index updates over ~10
+    classes are 4-9x faster down a column than along a row.
     """
 
     losses: torch.Tensor
@@ -76,26 +79,23 @@ def head_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, params: Ten
         raise TypeError(f"{type(model).__name__} is not a LinearHead or MLPHead")
     p = dict(model.named_parameters()) if params is None else params
     inputs, pre = [], []
-    a = x
+    a = x.T
     for k, name in enumerate(names):
         inputs.append(a)
-        z = F.linear(a, p[f"{name}.weight"], p[f"{name}.bias"])
+        z = torch.addmm(p[f"{name}.bias"].unsqueeze(1), p[f"{name}.weight"], a)
         pre.append(z)
         a = torch.relu(z) if k < len(names) - 1 else z
-    # In the transposed (classes, n) layout: torch's CPU kernels for a row-wise softmax or index
-    # update over ~10 classes are 4-9x slower than the column-wise ones on the same numbers.
-    log_p = torch.log_softmax(a.T, 0)
+    log_p = torch.log_softmax(a, 0)
     rows = y.unsqueeze(0)
     losses = -log_p.gather(0, rows).squeeze(0)
-    delta_t = log_p.exp_()  # softmax - onehot, (C, n)
-    delta_t.scatter_add_(0, rows, torch.full(rows.shape, -1.0, dtype=delta_t.dtype, device=delta_t.device))
-    delta = delta_t.T
+    delta = log_p.exp_()  # softmax - onehot, (C, n)
+    delta.scatter_add_(0, rows, torch.full(rows.shape, -1.0, dtype=delta.dtype, device=delta.device))
     if loss_scale is not None:
         losses = losses * loss_scale
-        delta = delta * loss_scale.unsqueeze(1)
+        delta = delta * loss_scale.unsqueeze(0)
     deltas = [delta]
     for k in range(len(names) - 1, 0, -1):
-        delta = (delta @ p[f"{names[k]}.weight"]) * (pre[k - 1] > 0)
+        delta = (p[f"{names[k]}.weight"].T @ delta) * (pre[k - 1] > 0)
         deltas.insert(0, delta)
     return HeadPass(losses, names, inputs, deltas)
 
@@ -104,9 +104,9 @@ def weighted_gradient(hp: HeadPass, coef: torch.Tensor) -> Tensors:
     """Gradient of sum_i coef_i l_i with respect to every parameter, by name."""
     out: Tensors = {}
     for name, a, delta in zip(hp.names, hp.inputs, hp.deltas):
-        cd = delta * coef.unsqueeze(1)
-        out[f"{name}.weight"] = cd.T @ a
-        out[f"{name}.bias"] = cd.sum(0)
+        cd = delta * coef.unsqueeze(0)
+        out[f"{name}.weight"] = cd @ a.T
+        out[f"{name}.bias"] = cd.sum(1)
     return out
 
 
@@ -117,10 +117,19 @@ def mean_gradient(hp: HeadPass) -> Tensors:
 
 
 def alignment(hp: HeadPass, v: Tensors) -> torch.Tensor:
-    """d_i = <grad l_i, v> for every example of the pass, (n,)."""
+    """d_i = <grad l_i, v> = sum_k delta_ki^T V_k a_ki + delta_ki . v_k for every example, (n,).
+
+    The product is formed on the narrower side of each layer (V a against delta for a 10-class
+    output, V^T delta against a for a wide hidden layer): the elementwise pass is then (min, n).
+    """
     d = torch.zeros_like(hp.losses)
     for name, a, delta in zip(hp.names, hp.inputs, hp.deltas):
-        d += ((delta @ v[f"{name}.weight"]) * a).sum(1) + delta @ v[f"{name}.bias"]
+        w = v[f"{name}.weight"]
+        if w.shape[0] <= w.shape[1]:
+            d += ((w @ a) * delta).sum(0)
+        else:
+            d += ((w.T @ delta) * a).sum(0)
+        d += v[f"{name}.bias"] @ delta
     return d
 
 
@@ -128,14 +137,16 @@ def squared_norms(hp: HeadPass) -> torch.Tensor:
     """|grad l_i|^2 for every example: sum over layers of |delta_i|^2 (|a_i|^2 + 1), (n,)."""
     out = torch.zeros_like(hp.losses)
     for a, delta in zip(hp.inputs, hp.deltas):
-        out += delta.pow(2).sum(1) * (a.pow(2).sum(1) + 1.0)
+        out += delta.pow(2).sum(0) * (a.pow(2).sum(0) + 1.0)
     return out
 
 
-def set_gradients(model: nn.Module, grads: Tensors) -> None:
-    """Install ``grads`` as the parameters' ``.grad`` (replacing any), ready for ``optimizer.step()``."""
-    for name, p in model.named_parameters():
-        p.grad = grads[name].to(p.dtype)
+def set_gradients(model: nn.Module, grads: Tensors, *, params: Tensors | None = None) -> None:
+    """Install ``grads`` as the parameters' ``.grad`` (replacing any: no ``zero_grad`` needed), ready
+    for ``optimizer.step()``. ``params``: ``dict(model.named_parameters())`` if the caller has it."""
+    for name, p in (params or dict(model.named_parameters())).items():
+        g = grads[name]
+        p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
 
 
 def trusted_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -60,7 +60,6 @@ def l2rw_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
         hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
         d = head_kernel.alignment(hp, v)
         w = l2rw_weights(d, lr=lr)
-        optimizer.zero_grad(set_to_none=True)
         head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, w))
         optimizer.step()
         return StepOutput(w, hp.losses, _unclipped(d))

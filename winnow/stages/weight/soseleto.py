@@ -38,7 +38,6 @@ def soseleto_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
         v = head_kernel.trusted_gradient(model, trusted_x, trusted_y)
         hp = head_kernel.head_pass(model, x, y, loss_scale=loss_scale)
         d = head_kernel.alignment(hp, v)
-        optimizer.zero_grad(set_to_none=True)
         coef = alpha.to(hp.losses.dtype) / hp.losses.shape[0]
         head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, coef))
         optimizer.step()

@@ -2,11 +2,15 @@
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.quality.datalab                      # digits
     PYTHONPATH=. .venv/bin/python -m benchmarks.quality.datalab --synthetic 10000 100000
+    PYTHONPATH=. .venv/bin/python -m benchmarks.quality.datalab --cifar 10000            # + CIFAR-10
 
 Planted into the train rows, with the truth kept: 30 exact copies of train rows, 30 near copies
 (each feature + 1% of its spread as Gaussian noise), 30 outliers from another distribution
 (digits: CIFAR-10 images from ../shared/data turned into 8x8 grey digits-like arrays when present,
-else uniform noise; synthetic: points far from every cluster) and 10% uniform label flips.
+else uniform noise; CIFAR-10: digits images turned into 32x32 RGB CIFAR-like arrays; synthetic:
+points far from every cluster) and 10% uniform label flips. CIFAR-10's features are the quality
+benchmark's (:func:`benchmarks.quality.scenarios.pixel_pca`: whitened PCA-128 of the pixels, fitted
+on the CIFAR rows, the outliers projected with it) on a seeded class-balanced subset of train.parquet.
 Both tools see the same features and the same cross-fitted logistic-regression probabilities.
 
 - winnow: :func:`winnow.stages.export.audit.audit` (duplicates, outliers) and the default export
@@ -17,7 +21,9 @@ Both tools see the same features and the same cross-fitted logistic-regression p
 Scores per issue type over the train rows: precision, recall, F1. A duplicate row is one of a
 planted pair (original or copy); winnow marks a group's later rows (``duplicate_of``) and we count
 the row it points to as found too, as Datalab marks every member of a set. Wall time and peak RSS
-of each tool's call are measured in a child process each (``resource.getrusage``).
+of each tool's call are measured in a child process each: peak RSS is the child's ``VmHWM``
+(``getrusage``'s ``ru_maxrss`` keeps the parent's peak across ``exec`` on Linux, so it read the
+parent's, holding every case's arrays, whenever that was larger).
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import print_markdown_table
-from benchmarks.quality.scenarios import CIFAR, crossfit_probs
+from benchmarks.quality.scenarios import CIFAR, _decode, crossfit_probs, pixel_pca
 from benchmarks.synthetic import clustered_features
 
 PLANT = 30
+CIFAR_TRUSTED_PER_CLASS = 100  # as scenarios.cifar and the synthetic case
 
 
 def planted(x: np.ndarray, y: np.ndarray, split: np.ndarray, outliers: np.ndarray, seed: int) -> dict:
@@ -84,6 +91,30 @@ def digits_case(seed: int) -> dict:
     return planted(x, y, split.astype(str), other, seed)
 
 
+def cifar_case(n: int, seed: int) -> dict:
+    """``n`` CIFAR-10 train images (n // 10 per class, seeded), 100 trusted per class drawn as
+    :func:`digits_case` draws its own; outliers: digits images as 32x32 RGB through the same PCA."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    table = pq.read_table(CIFAR / "train.parquet", columns=["label", "image"])
+    labels = table["label"].to_numpy().astype(np.int64)
+    rng = np.random.default_rng(seed)
+    per = n // 10
+    rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in range(10)]))
+    y = labels[rows]
+    x, project = pixel_pca(_decode(table["image"].take(pa.array(rows)).to_pylist()), seed)
+    split = np.full(len(y), "train", dtype=object)
+    for c in range(10):
+        split[rng.choice(np.flatnonzero(y == c), CIFAR_TRUSTED_PER_CLASS, replace=False)] = "trusted"
+    digits = np.clip(np.rint(load_digits().images[:PLANT] * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    other = np.stack([np.asarray(Image.fromarray(d, "L").resize((32, 32)).convert("RGB"), np.float32).ravel() / 255
+                      for d in digits])
+    return planted(x, y, split.astype(str), project(other), seed)
+
+
 def synthetic_case(n: int, seed: int) -> dict:
     a = clustered_features(n, noise=0.0, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -119,6 +150,15 @@ def run_datalab(case: dict, probs: np.ndarray) -> dict[str, np.ndarray]:
             "outlier": lab.get_issues("outlier")["is_outlier_issue"].to_numpy()}
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident set in GiB: ``VmHWM`` (Linux), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 def child(tool: str, path: str) -> None:
     """Run one tool on a saved case; print its flags, wall seconds and peak RSS as JSON."""
     data = np.load(path, allow_pickle=False)
@@ -126,7 +166,7 @@ def child(tool: str, path: str) -> None:
     t = time.perf_counter()
     flags = (run_winnow if tool == "winnow" else run_datalab)(case, data["probs"])
     seconds = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    rss = peak_rss_gib()
     print(json.dumps({"seconds": seconds, "rss_gib": rss, **{k: np.flatnonzero(v).tolist() for k, v in flags.items()}}))
 
 
@@ -162,14 +202,25 @@ def measure(name: str, case: dict, tmp: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synthetic", type=int, nargs="*", default=[], help="also synthetic features at these sizes")
+    ap.add_argument("--cifar", type=int, metavar="N", help="also N CIFAR-10 train rows (class-balanced, "
+                    "seeded) from ../shared/data/cifar10, e.g. 10000")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/winnow-datalab"))
     args = ap.parse_args()
     if args.child:
         child(*args.child)
         return
+    if args.cifar is not None:
+        if not (CIFAR / "train.parquet").exists():
+            sys.exit(f"--cifar: CIFAR-10 as Parquet not found ({CIFAR / 'train.parquet'} is absent); "
+                     "see ../shared/data/cifar10/README.md, or run without --cifar")
+        if not 20 * CIFAR_TRUSTED_PER_CLASS <= args.cifar <= 50_000:
+            sys.exit(f"--cifar N: N must be in [{20 * CIFAR_TRUSTED_PER_CLASS}, 50000] "
+                     f"(N // 10 rows per class, {CIFAR_TRUSTED_PER_CLASS} of them trusted)")
     args.tmp.mkdir(parents=True, exist_ok=True)
     rows = measure("digits (64 pixels)", digits_case(0), args.tmp)
+    if args.cifar is not None:
+        rows += measure("CIFAR-10 (PCA-128 pixels)", cifar_case(args.cifar, 0), args.tmp)
     for n in args.synthetic:
         rows += measure("synthetic 128-d", synthetic_case(n, 0), args.tmp)
     names = ["data", "rows", "tool", "issue", "precision", "recall", "F1", "seconds", "peak RSS GiB"]

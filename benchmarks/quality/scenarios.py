@@ -14,6 +14,7 @@ Noise always flips the label (never redraws the true class).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,22 +131,26 @@ def cifar_features(n_train: int, seed: int, *, with_test: bool = False
     Returns ``(emb, y, test_emb, test_y)``; the test part (``test.parquet`` projected with the
     PCA fitted on the train rows) only with ``with_test``.
     """
-    from sklearn.decomposition import PCA
-
     table = pq.read_table(CIFAR / "train.parquet", columns=["label", "image"])
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(table.num_rows, n_train, replace=False))
-    x = _decode(table["image"].take(pa.array(rows)).to_pylist())
     y = table["label"].to_numpy()[rows].astype(np.int64)
-    mean = x.mean(axis=0)
-    x = x - mean
-    pca = PCA(128, whiten=True, random_state=seed)
-    emb = pca.fit_transform(x).astype(np.float32)
+    emb, project = pixel_pca(_decode(table["image"].take(pa.array(rows)).to_pylist()), seed)
     if not with_test:
         return emb, y, None, None
     test = pq.read_table(CIFAR / "test.parquet", columns=["label", "image"])
-    test_emb = pca.transform(_decode(test["image"].to_pylist()) - mean).astype(np.float32)
-    return emb, y, test_emb, test["label"].to_numpy().astype(np.int64)
+    return emb, y, project(_decode(test["image"].to_pylist())), test["label"].to_numpy().astype(np.int64)
+
+
+def pixel_pca(x: np.ndarray, seed: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Whitened PCA-128 of centred pixel rows ``x`` (as :func:`_decode` makes them): ``(emb,
+    project)``, the fitted rows' features and the same transform for other pixel rows."""
+    from sklearn.decomposition import PCA
+
+    mean = x.mean(axis=0)
+    pca = PCA(128, whiten=True, random_state=seed)
+    emb = pca.fit_transform(x - mean).astype(np.float32)
+    return emb, lambda other: pca.transform(other - mean).astype(np.float32)
 
 
 CIFAR_SCENARIOS = (("uniform", "uniform", None), ("pair", "pair", None), ("imbalance 100", "uniform", 100))

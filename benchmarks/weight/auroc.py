@@ -7,7 +7,9 @@ Scenarios (issue "weight", its table):
   flipped into the next, structured noise);
 - synthetic: 100k x 128 clustered features (benchmarks.synthetic: 10 classes, 5 clusters each,
   centres scaled 1.5, unit noise), 40% uniform, 100 trusted per class; ``ingest --features
-  embedding``, ``embed --model features``, ``weight --method M``.
+  embedding``, ``embed --model features``, ``weight --method M``;
+- hard (not in the default list): the same features with the centres scaled 0.15, 20k rows, where
+  a linear head underfits (trusted accuracy ~0.5) and the loss tells flipped rows apart far less.
 
     python -m benchmarks.weight.auroc [--seeds 0 1 2] [--scenarios digits pair synthetic] [--rows 100000]
         [--methods l2rw mwn mwn:--trusted-batch-size,100 ...]
@@ -53,7 +55,9 @@ def prepare(scenario: str, seed: int, run: Path, rows: int) -> dict[str, int]:
         winnow("embed", "--run-dir", str(run), "--seed", str(seed))
         m = pq.read_table(run / "ingest" / "manifest.parquet", columns=["id", "split", "true_label"]).to_pydict()
         return {i: t for i, s, t in zip(m["id"], m["split"], m["true_label"]) if s == "train"}
-    arrays = clustered_features(rows, seed=seed)
+    # hard: the centres shrunk 10-fold (20k rows), where a linear head reaches ~0.5 trusted accuracy
+    arrays = clustered_features(rows, seed=seed) if scenario == "synthetic" else \
+        clustered_features(20_000, seed=seed, scale=0.15)
     table = write_table(arrays, run.parent / f"features-{seed}.parquet")
     winnow("ingest", str(table), "--features", "embedding", "--run-dir", str(run), "--seed", str(seed))
     winnow("embed", "--run-dir", str(run), "--model", "features", "--seed", str(seed))

@@ -45,6 +45,39 @@ def test_planted_exact_and_near_duplicates_with_a_train_test_leak():
     assert cols["duplicate_kind"][371].as_py() == "near"
 
 
+def _datalab_near_pairs(x: np.ndarray, factor: float = 0.13) -> set[tuple[int, int]]:
+    """Datalab's near_duplicate rule by brute force: cosine distance (1 - cos) to a neighbour below
+    ``factor`` times the median nearest-neighbour cosine distance; pairs as (later, earlier)."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos_d = 1.0 - u.astype(np.float64) @ u.T.astype(np.float64)
+    np.fill_diagonal(cos_d, np.inf)
+    radius = factor * np.median(cos_d.min(axis=1))
+    i, j = np.nonzero(cos_d < radius)
+    return {(int(a), int(b)) for a, b in zip(i, j) if a > b}
+
+
+def test_near_duplicates_follow_datalabs_cosine_rule():
+    """Pairs at graded cosine distances around Datalab's radius: winnow marks exactly the pairs the
+    brute-force rule finds (the unit-sphere reading of 0.13 missed the outer ones)."""
+    x, *_ = _data(seed=3)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    median_nn = np.median(np.sort(1.0 - u @ u.T, axis=1)[:, 1])
+    rng = np.random.default_rng(4)
+    for k, row in enumerate(range(200, 216)):
+        target = (0.16 + 0.12 * k) * 0.13 * median_nn  # cosine distance: 0.16x to 1.96x Datalab's radius
+        src = 100 + k
+        step = rng.normal(size=x.shape[1])
+        step -= (step @ u[src]) * u[src]
+        step /= np.linalg.norm(step)
+        angle = np.arccos(1.0 - target)
+        x[row] = (np.cos(angle) * u[src] + np.sin(angle) * step) * np.linalg.norm(x[src])
+    expected = _datalab_near_pairs(x)
+    dup_of, kind, _ = find_duplicates(x, np.ones(len(x), bool))
+    found = {(int(i), int(dup_of[i])) for i in np.flatnonzero(dup_of >= 0)}
+    assert found == expected
+    assert 4 <= len(expected) < 16  # the grid straddles the radius: some inside, some outside
+
+
 def test_invalid_rows_are_never_duplicates_and_a_different_label_is_reported():
     x, labels, split, _ = _data(1)
     x[300] = x[200]

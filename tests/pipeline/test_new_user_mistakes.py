@@ -80,3 +80,30 @@ def test_an_option_renamed_since_the_run_asks_for_force(features_run: Path, tmp_
             f"re-run it with `winnow select --run-dir {features_run} --force`") in res.output
     assert "Traceback" not in res.output and not (features_run / "weight").exists()
     assert sorted(p.name for p in (features_run / "select").iterdir()) == files
+
+
+def _hard_features(root: Path, rows: int = 3000) -> Path:
+    """Clustered features whose classes overlap (centres x 0.15): a linear head underfits them."""
+    from benchmarks.synthetic import clustered_features, write_table
+
+    return write_table(clustered_features(rows, seed=0, scale=0.15, trusted_per_class=30), root / "hard.parquet")
+
+
+def test_meta_weight_net_weighing_high_losses_up_is_said(tmp_path: Path, features_run: Path):
+    run = tmp_path / "run"
+    res = _cli(run, "ingest", str(_hard_features(tmp_path)), "--features", "embedding", "-q")
+    assert res.exit_code == 0, res.output
+    assert _cli(run, "embed", "--model", "features", "-q").exit_code == 0
+    res = _cli(run, "weight", "--method", "mwn")
+    assert res.exit_code == 0, res.output
+    assert "weight: Meta-Weight-Net learned to weigh high-loss rows UP" in res.output
+    assert "weigh high-loss rows UP" not in _cli(run, "weight", "--method", "mwn", "-q").output  # -q: only errors
+    # On digits' pixels, which a head fits, its curve falls and nothing is said.
+    import shutil
+
+    digits = tmp_path / "digits"
+    shutil.copytree(features_run, digits)
+    assert _cli(digits, "embed", "--model", "features", "-q").exit_code == 0
+    res = _cli(digits, "weight", "--method", "mwn")
+    assert res.exit_code == 0, res.output
+    assert "Meta-Weight-Net" not in res.output

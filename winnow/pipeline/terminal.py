@@ -51,6 +51,26 @@ def select_notes(run: RunDir, params: Any) -> list[str]:
     return [line]
 
 
+def weight_notes(run: RunDir, params: Any) -> list[str]:
+    """Meta-Weight-Net's weight is a function of the loss, so its ranking is the loss's, or the
+    reverse where its learned curve rises: say so, since the user reads ``weight`` as "clean"."""
+    path = run.stage_dir("weight") / contract.MWN_CURVE  # not run.path: a skipped stage has none
+    if not path.is_file():
+        return []
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    curve = pq.read_table(path).to_pydict()
+    loss, weight = np.asarray(curve["loss"], dtype=float), np.asarray(curve["weight"], dtype=float)
+    if np.ptp(weight) == 0 or np.corrcoef(loss, weight)[0, 1] <= 0:
+        return []
+    return [f"weight: Meta-Weight-Net learned to weigh high-loss rows UP (its curve goes from {weight[0]:.3f} at "
+            f"loss 0 to {weight[-1]:.3f} at loss {loss[-1]:.2f}): here its weight ranks likely-mislabelled rows "
+            "high, not low (a head that underfits gains most from its high-loss rows, about half of them clean). Export's "
+            "meta-agreement check decides whether the weights are used; --method l2rw reads each row's own "
+            "gradient instead (docs/design-notes.md, 'Meta-Weight-Net on a hard task')"]
+
+
 def export_notes(run: RunDir, params: Any) -> list[str]:
     """What export lacks because an upstream stage has not run (:func:`missing_upstream`), and the
     audit's findings that change how a user reads the results: leakage first."""
@@ -75,4 +95,5 @@ def export_notes(run: RunDir, params: Any) -> list[str]:
 
 
 # Lines printed after a stage (unless -q), whether it ran or was cached.
-NOTES: dict[str, Callable[[RunDir, Any], list[str]]] = {"select": select_notes, "export": export_notes}
+NOTES: dict[str, Callable[[RunDir, Any], list[str]]] = {"select": select_notes, "weight": weight_notes,
+                                                         "export": export_notes}

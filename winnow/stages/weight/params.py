@@ -33,8 +33,10 @@ class WeightParams:
     reselect_every: int = option(0, "With --subset coreset: re-select the coreset from the current "
                                  "model's gradient embeddings every this many epochs (0: never).", min=0)
     meta_interval: int = option(1, "Meta-Weight-Net: update the weighting net every this many steps.", min=1)
-    lr: float = option(0.1, "Learning rate of the model's momentum SGD (also the look-ahead step size).",
-                       min=0, min_open=True)
+    lr: float | None = option(None, "Learning rate of the model's momentum SGD (also the look-ahead step size). "
+                              "Default: 0.03 for --trainable head (on its conditioned inputs: at 0.1 the noisy "
+                              "steps of a hard task turned Meta-Weight-Net's weights upside down), the papers' "
+                              "0.1 for full.", min=0, min_open=True)
     lr_schedule: str = option("cosine", "Learning-rate schedule within each round.",
                               choices=("cosine", "constant"))
     momentum: float = option(0.9, "SGD momentum.", min=0)
@@ -46,7 +48,9 @@ class WeightParams:
                                                   "Bilevel's validation batch when each mini-batch is one example). "
                                                   "Default: every trusted row with --trainable head (cheap in closed form, "
                                                   "and an exact trusted gradient keeps the weights informative once "
-                                                  "the head fits), 100 with --trainable full.", min=1)
+                                                  "the head fits) except for mwn, whose trusted gradient only trains "
+                                                  "its weighting net (the paper's 100, the same weights at 0.6x the "
+                                                  "step); 100 with --trainable full.", min=1)
     bilevel_batches: int | None = option(None, "Deep Bilevel: mini-batches per step (k); the step's batch is "
                                                "split into k mini-batches sharing one label distribution. Default: one "
                                                "per example with --trainable head (per-example weights, in closed "
@@ -64,6 +68,13 @@ class WeightParams:
 
     # The defaults that depend on --trainable: a head is cheap in closed form and saturates without
     # a stronger decay; a full network keeps the papers' values (docs/design-notes.md).
+    def resolved_lr(self) -> float:
+        """--lr, or 0.03 for a head (docs/design-notes.md: "The head's learning rate") and the
+        papers' 0.1 for a full network."""
+        if self.lr is not None:
+            return self.lr
+        return 0.03 if self.trainable == "head" else 0.1
+
     def resolved_weight_decay(self) -> float:
         """--weight-decay, or 5e-3 for a head and the papers' 5e-4 for a full network."""
         if self.weight_decay is not None:
@@ -71,11 +82,15 @@ class WeightParams:
         return 5e-3 if self.trainable == "head" else 5e-4
 
     def resolved_trusted_batch_size(self, trusted_rows: int) -> int:
-        """--trusted-batch-size, or every trusted row for a head (an exact trusted gradient) and the
-        papers' 100 for a full network."""
+        """--trusted-batch-size, or every trusted row for a head (an exact trusted gradient: L2RW,
+        Deep Bilevel and SOSELETO read it per example) and the papers' 100 for a full network and
+        for Meta-Weight-Net, whose weight is a function of the loss that the trusted gradient
+        only trains (docs/design-notes.md)."""
         if self.trusted_batch_size is not None:
             return self.trusted_batch_size
-        return trusted_rows if self.trainable == "head" else 100
+        if self.trainable == "head" and self.method != "mwn":
+            return trusted_rows
+        return 100
 
     def resolved_bilevel_batches(self, batch: int) -> int:
         """--bilevel-batches, or one mini-batch per example of the ``batch`` for a head and the

@@ -161,8 +161,8 @@ def _clone(obj: Any) -> Any:
 def _lr_at(params: WeightParams, progress: float) -> float:
     """Learning rate at ``progress`` in [0, 1) through a round."""
     if params.lr_schedule == "constant":
-        return params.lr
-    return params.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return params.resolved_lr()
+    return params.resolved_lr() * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _trusted_batch(data: Data, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +245,7 @@ class Trainer:
         self.alpha = torch.full((data.x.shape[0],), params.alpha_init, dtype=torch.float64)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.model.parameters(), lr=self.p.lr, momentum=self.p.momentum,
+        return torch.optim.SGD(self.model.parameters(), lr=self.p.resolved_lr(), momentum=self.p.momentum,
                                weight_decay=self.p.resolved_weight_decay())
 
     # -- state ------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class Trainer:
         order = d.active[torch.randperm(d.active.numel(), generator=self.gen).to(d.active.device)]
         bounds = batch_bounds(order.numel(), p.batch_size)
         nb = len(bounds)
-        loss_sum, loss_n, lr = 0.0, 0, p.lr
+        loss_sum, loss_n, lr = 0.0, 0, p.resolved_lr()
         for b, (start, end) in enumerate(bounds):
             idx = order[start:end]
             lr = _lr_at(p, (e + b / nb) / p.epochs)

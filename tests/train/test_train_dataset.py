@@ -113,6 +113,35 @@ def test_sampler_follows_weights_statistically():
     assert len(weighted_sampler(table)) == 4
 
 
+def test_inverse_cdf_sampler_follows_weights_and_never_draws_a_zero_weight_row():
+    from winnow.stages.train.dataset import InverseCDFSampler
+
+    weights = torch.tensor([0.0, 1.0, 0.0, 2.0, 7.0, 0.0], dtype=torch.float64)
+    draws = np.array(list(InverseCDFSampler(weights, 100_000, torch.Generator().manual_seed(3))))
+    freq = np.bincount(draws, minlength=6) / len(draws)
+    np.testing.assert_allclose(freq, (weights / weights.sum()).numpy(), atol=0.006)
+    assert freq[0] == freq[2] == freq[5] == 0.0
+    again = list(InverseCDFSampler(weights, 1000, torch.Generator().manual_seed(3)))
+    assert again == draws[:1000].tolist()
+
+
+def test_sampler_above_torch_multinomials_limit_still_draws():
+    """torch.multinomial refuses more than 2**24 categories: `winnow train --weighting sampler`
+    failed on a manifest of 16,777,217 rows."""
+    from winnow.stages.train.dataset import MULTINOMIAL_MAX_CATEGORIES, InverseCDFSampler
+
+    with pytest.raises(RuntimeError):
+        torch.multinomial(torch.ones(MULTINOMIAL_MAX_CATEGORIES + 1), 1)
+    n = MULTINOMIAL_MAX_CATEGORIES + 1
+    weights = np.zeros(n, dtype=np.float32)
+    weights[[5, n - 1]] = [1.0, 3.0]
+    table = pa.table({"weight": weights})
+    sampler = weighted_sampler(table, num_samples=4000, seed=0)
+    assert isinstance(sampler, InverseCDFSampler)
+    freq = np.bincount(np.array(list(sampler)), minlength=n)[[5, n - 1]] / 4000
+    np.testing.assert_allclose(freq, [0.25, 0.75], atol=0.03)
+
+
 def test_sampler_gives_error_and_null_rows_no_mass_and_rejects_bad_weights():
     table = pa.table({"id": list("abc"), "label": pa.array([0, 1, 0], pa.int32()),
                       "weight": pa.array([1.0, None, 1.0], pa.float32()), "error": [None, None, "broken"]})

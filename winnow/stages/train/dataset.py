@@ -13,7 +13,7 @@ dataset's ``table`` is the filtered table, so its rows line up with the dataset'
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import as_arrow_table, vectors_from_arrow
@@ -292,9 +292,32 @@ class ManifestDataset(Dataset):
         return decode_rows(self._images, self._uris, mode=self.mode or "RGB")
 
 
+# torch.multinomial (behind WeightedRandomSampler) refuses more categories than this.
+MULTINOMIAL_MAX_CATEGORIES = 2**24
+
+
+class InverseCDFSampler(Sampler[int]):
+    """Draws row indices with replacement in proportion to ``weights``, by inverse CDF (a uniform
+    draw per sample located in the cumulative weights): what :func:`weighted_sampler` uses above
+    :data:`MULTINOMIAL_MAX_CATEGORIES` rows, where torch's multinomial refuses. Zero-weight rows
+    own an empty interval and are never drawn."""
+
+    def __init__(self, weights: torch.Tensor, num_samples: int, generator: torch.Generator) -> None:
+        self.cdf = torch.cumsum(weights.to(torch.float64), 0)
+        self.num_samples = num_samples
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        u = torch.rand(self.num_samples, generator=self.generator, dtype=torch.float64) * self.cdf[-1]
+        yield from torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def weighted_sampler(
     manifest: ManifestLike | ManifestDataset, *, num_samples: int | None = None, seed: int = 0
-) -> WeightedRandomSampler:
+) -> Sampler[int]:
     """A seeded sampler that draws manifest rows with probability proportional to ``weight``.
 
     Parameters
@@ -309,7 +332,7 @@ def weighted_sampler(
 
     Returns
     -------
-    WeightedRandomSampler
+    WeightedRandomSampler (an :class:`InverseCDFSampler` above 2**24 rows)
         Yields row indices in ``[0, n)``.
     """
     if isinstance(manifest, ManifestDataset):
@@ -322,6 +345,8 @@ def weighted_sampler(
     if n < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     generator = torch.Generator().manual_seed(seed)
+    if len(weights) > MULTINOMIAL_MAX_CATEGORIES:
+        return InverseCDFSampler(torch.from_numpy(weights), n, generator)
     return WeightedRandomSampler(torch.from_numpy(weights), n, replacement=True, generator=generator)
 
 

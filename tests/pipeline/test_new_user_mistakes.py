@@ -82,7 +82,7 @@ def test_an_option_renamed_since_the_run_asks_for_force(features_run: Path, tmp_
     assert sorted(p.name for p in (features_run / "select").iterdir()) == files
 
 
-def _hard_features(root: Path, rows: int = 3000) -> Path:
+def _hard_features(root: Path, rows: int = 1000) -> Path:
     """Clustered features whose classes overlap (centres x 0.15): a linear head underfits them."""
     from benchmarks.synthetic import clustered_features, write_table
 

@@ -109,7 +109,7 @@ class _VNetPass(NamedTuple):
 @torch.no_grad()
 def _vnet_pass(vnet: nn.Module, losses: torch.Tensor) -> _VNetPass:
     """V(l) for the paper's :class:`~winnow.models.meta_weight_net.MetaWeightNet`, layer by layer."""
-    x = _as(losses.detach(), vnet.hidden.weight.dtype).reshape(-1, 1)
+    x = head_kernel.as_dtype(losses.detach(), vnet.hidden.weight.dtype).reshape(-1, 1)
     pre = F.linear(x, vnet.hidden.weight, vnet.hidden.bias)
     hidden = torch.relu(pre)
     v = torch.sigmoid(F.linear(hidden, vnet.out.weight, vnet.out.bias)).reshape(-1)
@@ -128,7 +128,7 @@ def normalised_weight_gradient(vnet: nn.Module, losses: torch.Tensor, coef: torc
     ``forward``: that net's pass on ``losses`` at its current parameters, if already made.
     """
     f = _vnet_pass(vnet, losses) if forward is None else forward
-    c = _as(coef.detach(), f.v.dtype)
+    c = head_kernel.as_dtype(coef.detach(), f.v.dtype)
     total = f.v.sum()
     # d/dV_i of sum_i c_i V_i / sum V = (c_i - sum_j c_j w_j) / sum V; then through the sigmoid.
     g_out = (c - (c * f.v).sum() / total) / total * f.v * (1 - f.v)  # (n,)
@@ -146,7 +146,7 @@ def _mwn_head_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.
     hp = head_kernel.head_pass(model, x, y, params=params, loss_scale=loss_scale)
     if meta:
         before = _vnet_pass(vnet, hp.losses)
-        step = head_kernel.weighted_gradient(hp, _as(before.normalised, hp.losses.dtype))
+        step = head_kernel.weighted_gradient(hp, head_kernel.as_dtype(before.normalised, hp.losses.dtype))
         theta_hat = {k: p.detach() - lr * step[k] for k, p in params.items()}
         v = head_kernel.trusted_gradient(model, trusted_x, trusted_y, params=theta_hat)
         d = head_kernel.alignment(hp, v)
@@ -156,15 +156,10 @@ def _mwn_head_step(model: nn.Module, optimizer: torch.optim.Optimizer, vnet: nn.
         for p, g in zip(vnet.parameters(), meta_grads):
             p.grad = g
         vnet_optimizer.step()
-    w = _as(_vnet_pass(vnet, hp.losses).normalised, hp.losses.dtype)
+    w = head_kernel.as_dtype(_vnet_pass(vnet, hp.losses).normalised, hp.losses.dtype)
     head_kernel.set_gradients(model, head_kernel.weighted_gradient(hp, w), params=params)
     optimizer.step()
     return StepOutput(w, hp.losses)
-
-
-def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` in ``dtype``, skipping the call when it already is (a no-op ``.to`` still costs ~5 us)."""
-    return t if t.dtype == dtype else t.to(dtype)
 
 
 @torch.no_grad()

@@ -56,6 +56,22 @@ def test_calibrated_flags_match_the_noise(run):
     assert evaluate_flags(r.curated)["overall"]["f1"] > 0.9
 
 
+def test_trusted_clean_with_meta_weights_counts_on_the_label_signal(run):
+    """Trusted rows have no meta weight, so their clean distribution is the label signal's: the
+    count to flag (and the expected F1 reported) come from it, the choice of rows from noise_score."""
+    with_meta = _run_export(run, calibration="trusted-clean", meta_min_agreement=0)
+    label_only = _run_export(run, calibration="trusted-clean", meta_weight=0)
+    a, b = with_meta.summary["threshold"], label_only.summary["threshold"]
+    assert "meta_weight" in with_meta.summary["signals"] and "meta_weight" not in label_only.summary["signals"]
+    assert a["expected_f1"] == b["expected_f1"] and a["noise_rate_mixture"] == b["noise_rate_mixture"]
+    assert with_meta.summary["flagged"] == label_only.summary["flagged"] == a["flagged_target"]
+    flags = with_meta.curated["noise_flag"].to_numpy(zero_copy_only=False)
+    score = with_meta.curated["noise_score"].to_numpy(zero_copy_only=False)
+    scored = np.isfinite(score)
+    assert score[scored & flags].min() >= score[scored & ~flags].max()  # the top rows of noise_score
+    assert not np.array_equal(flags, label_only.curated["noise_flag"].to_numpy(zero_copy_only=False))
+
+
 def test_calibration_known_answer(make):
     # probs alone, exactly 30 of 200 train rows are confidently another class.
     n, c = 200, 2
@@ -78,6 +94,64 @@ def test_calibration_known_answer(make):
     assert "fallback" in r.summary["threshold"]  # no trusted rows: trusted-clean -> noise-rate
     assert r.curated["suggested_label"].to_numpy()[bad].tolist() == [1] * 30
     assert r.summary["classes"][0]["name"] == "0"  # no class metadata: names from labels
+
+
+def _weak_posterior_run(noise_took_hard_rows: bool, seed: int = 0) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """4 classes, 1000 train rows (the first 400 mislabelled), 200 trusted rows; the posterior
+    believes another class on 30% of the rows ("hard" rows), so it is weak (auto: trusted-clean).
+
+    With ``noise_took_hard_rows``, as people's noise does, the mislabelled rows are the hard
+    ones: the clean train rows left are all easy, and score lower than the trusted rows (a
+    random sample, hard rows included). Otherwise hardness and noise are independent.
+    """
+    from winnow.stages.common.arrow import vectors_to_arrow
+
+    rng = np.random.default_rng(seed)
+    c, n_train, n_trusted = 4, 1000, 200
+    n = n_train + n_trusted
+    true = rng.integers(0, c, n)
+    noisy = np.arange(n) < 400
+    hard = rng.random(n) < 0.3
+    if noise_took_hard_rows:
+        hard[:n_train] = False  # the hard train rows are the mislabelled ones, shown by their label
+    likely = np.where(hard, (true + rng.integers(1, c, n)) % c, true)
+    probs = rng.uniform(0, 0.05, (n, c))
+    probs[np.arange(n), likely] += 0.7
+    probs /= probs.sum(axis=1, keepdims=True)
+    given = true.copy()
+    given[noisy] = (true[noisy] + rng.integers(1, c, noisy.sum())) % c
+    ids = pa.array([str(i) for i in range(n)])
+    man = pa.table({"id": ids, "label": pa.array(given, pa.int32()),
+                    "split": ["train"] * n_train + ["trusted"] * n_trusted, "true_label": pa.array(true, pa.int32())})
+    return man, pa.table({"id": ids, "probs": vectors_to_arrow(probs.astype(np.float32))}), noisy[:n_train]
+
+
+@pytest.mark.parametrize("noise_took_hard_rows", [True, False])
+def test_auto_leaves_trusted_clean_when_its_bound_collapses(noise_took_hard_rows):
+    """The mixture's noise rate is a lower bound, tight when the trusted rows score like the clean
+    train rows. Known answer: when the noise took the hard rows it estimates ~1 - 0.6 / 0.7 =
+    0.14 for 0.40, below half the confident joint's ~0.40, and auto counts with the confident
+    joint instead; with noise independent of hardness it holds, and auto keeps it."""
+    from sklearn.metrics import f1_score
+
+    man, feats, noisy = _weak_posterior_run(noise_took_hard_rows)
+    auto = export(man, feats, None, None, ExportParams())
+    mixture = export(man, feats, None, None, ExportParams(calibration="trusted-clean"))
+    mix_rate = mixture.summary["threshold"]["noise_rate_mixture"]
+    cj_rate = mixture.summary["noise_estimate"]["confident_joint_rate"]
+    f1 = {name: f1_score(noisy, r.curated["noise_flag"].to_numpy(zero_copy_only=False)[:1000])
+          for name, r in (("auto", auto), ("mixture", mixture))}
+    how = auto.summary["threshold"]
+    if noise_took_hard_rows:
+        assert mix_rate == pytest.approx(0.14, abs=0.05) and cj_rate == pytest.approx(0.40, abs=0.05)
+        assert how["method"].startswith("noise-rate") and "below 0.5 x the confident joint" in how["auto"]
+        assert auto.summary["noise_estimate"]["method"].startswith("confident joint")
+        assert auto.summary["noise_estimate"]["rate"] == pytest.approx(0.40, abs=0.05)  # the mixture said 0.14
+        assert f1["auto"] > 0.95 and f1["auto"] >= f1["mixture"]
+    else:
+        assert mix_rate == pytest.approx(0.40, abs=0.05) and mix_rate >= 0.5 * cj_rate
+        assert how["method"].startswith("trusted-clean") and how["auto"].endswith(": trusted-clean")
+        assert f1["auto"] == f1["mixture"]
 
 
 def test_auto_calibration_follows_the_posterior_reliability():
@@ -339,10 +413,15 @@ def test_knn_weight_chosen_from_the_trusted_rows_unless_set(run):
     auto = _run_export(run)
     choice = auto.summary["knn_weight"]
     assert choice["method"].startswith("auto") and choice["value"] in [round(0.1 * i, 1) for i in range(11)]
-    assert choice["trusted_rows"] == 40 and len(choice["trusted_auroc"]) == 11
+    # Both trusted votes (nearest neighbours, linear) at each of the 11 shares.
+    assert choice["trusted_rows"] == 40 and len(choice["trusted_auroc"]) == 22
     json.dumps(auto.summary)
     same = _run_export(run, knn_weight=choice["value"])
-    assert same.summary["knn_weight"] == {"value": choice["value"], "method": "set (--knn-weight)"}
+    kept = same.summary["knn_weight"]
+    assert (kept["value"], kept["vote"]) == (choice["value"], choice["vote"])
+    assert kept["method"].startswith("set (--knn-weight)") and len(kept["trusted_auroc"]) == 2
+    only_knn = _run_export(run, knn_weight=choice["value"], trusted_vote="knn").summary["knn_weight"]
+    assert only_knn["method"] == "set (--knn-weight)" and only_knn["vote"] == "knn"
     np.testing.assert_array_equal(_scores(auto), _scores(same))
     other = _run_export(run, knn_weight=1.0 if choice["value"] < 0.5 else 0.0)
     assert not np.allclose(_scores(auto), _scores(other), equal_nan=True)

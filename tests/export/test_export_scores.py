@@ -9,11 +9,12 @@ from winnow.stages.export.calibrate import (
 )
 from winnow.stages.export.evaluate import auroc
 from winnow.stages.export.scores import (
-    choose_knn_weight,
+    choose_trusted_vote,
     meta_signal,
     noise_scores,
     synthetic_flips,
     trusted_knn_votes,
+    trusted_linear_votes,
 )
 
 
@@ -145,7 +146,13 @@ def _onehotish(labels, c, good, rng):
     return p
 
 
-def test_choose_knn_weight_follows_the_informative_signal():
+def _choose(probs, votes, labels, **kw):
+    name, b, info = choose_trusted_vote(probs, {"knn": votes}, labels, **kw)
+    assert name == "knn"
+    return b, info
+
+
+def test_choose_trusted_vote_follows_the_informative_signal():
     rng = np.random.default_rng(0)
     c, n = 4, 200
     labels = rng.integers(0, c, n)
@@ -153,18 +160,29 @@ def test_choose_knn_weight_follows_the_informative_signal():
     train = ~trusted
     everywhere = np.ones(n, bool)
     good, bad = _onehotish(labels, c, everywhere, rng), _onehotish(labels, c, ~everywhere, rng)
-    b, info = choose_knn_weight(good, bad, labels, trusted=trusted, train=train, n_classes=c)
+    b, info = _choose(good, bad, labels, trusted=trusted, train=train, n_classes=c)
     assert b == 0.0 and info["trusted_rows"] == 100
-    assert info["trusted_auroc"]["0.0"] > info["trusted_auroc"]["0.5"] > info["trusted_auroc"]["1.0"]
-    assert choose_knn_weight(bad, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 1.0
+    aucs = info["trusted_auroc"]
+    assert aucs["knn 0.0"] > aucs["knn 0.5"] > aucs["knn 1.0"]
+    assert _choose(bad, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 1.0
     # Indistinguishable signals: every b ties, the previous fixed default wins.
-    assert choose_knn_weight(good, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 0.3
+    assert _choose(good, good, labels, trusted=trusted, train=train, n_classes=c)[0] == 0.3
     # Too few trusted rows to choose from.
-    b, info = choose_knn_weight(good, bad, labels, trusted=np.arange(n) < 5, train=train, n_classes=c)
+    b, info = _choose(good, bad, labels, trusted=np.arange(n) < 5, train=train, n_classes=c)
     assert b == 0.3 and info["method"].startswith("default")
+    # Between two votes the better one wins whatever its place; a tie goes to the first.
+    name, b, _ = choose_trusted_vote(bad, {"knn": bad, "linear": good}, labels, trusted=trusted, train=train,
+                                     n_classes=c)
+    assert (name, b) == ("linear", 1.0)
+    assert choose_trusted_vote(bad, {"knn": good, "linear": good}, labels, trusted=trusted, train=train,
+                               n_classes=c)[0] == "knn"
+    # A share set by the user is kept; only the vote is chosen.
+    name, b, info = choose_trusted_vote(good, {"knn": bad, "linear": good}, labels, trusted=trusted, train=train,
+                                        n_classes=c, knn_weight=0.4)
+    assert (name, b) == ("linear", 0.4) and list(info["trusted_auroc"]) == ["knn 0.4", "linear 0.4"]
 
 
-def test_choose_knn_weight_weighs_trusted_rows_by_the_train_class_mix():
+def test_choose_trusted_vote_weighs_trusted_rows_by_the_train_class_mix():
     """Probs are right on class 0, the votes on class 1; the train split is (almost) all class 1."""
     rng = np.random.default_rng(1)
     c, n = 3, 300
@@ -172,12 +190,86 @@ def test_choose_knn_weight_weighs_trusted_rows_by_the_train_class_mix():
     trusted = np.arange(n) < 100
     on0, on1 = labels == 0, labels != 0
     probs, votes = _onehotish(labels, c, on0, rng), _onehotish(labels, c, on1, rng)
-    b, _ = choose_knn_weight(probs, votes, labels, trusted=trusted, train=~trusted, n_classes=c)
+    b, _ = _choose(probs, votes, labels, trusted=trusted, train=~trusted, n_classes=c)
     assert b == 1.0
     labels_train0 = labels.copy()
     labels_train0[100:] = 0  # now the train split is all class 0: the probs should win
-    b, _ = choose_knn_weight(probs, votes, labels_train0, trusted=trusted, train=~trusted, n_classes=c)
+    b, _ = _choose(probs, votes, labels_train0, trusted=trusted, train=~trusted, n_classes=c)
     assert b == 0.0
+
+
+def test_linear_vote_matches_scikit_learn_on_standardised_embeddings():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(4)
+    c, d, n = 3, 6, 400
+    labels = rng.integers(0, c, n)
+    emb = rng.normal(size=(n, d)) + 1.5 * np.eye(c, d)[labels]
+    trusted = np.arange(n) < 90
+    emb[95] = np.nan  # no embedding: no vote
+    out, info = trusted_linear_votes(emb, labels, trusted=trusted, query=np.arange(n) != 99, n_classes=c, seed=3,
+                                     cs=(0.1, 1.0))
+    assert info["c"] in (0.1, 1.0) and info["trusted_rows"] == 90
+    scaler = StandardScaler().fit(emb[:90])
+    ref = LogisticRegression(C=info["c"], max_iter=1000).fit(scaler.transform(emb[:90]), labels[:90])
+    rest = np.r_[90:95, 96:99, 100:n]
+    np.testing.assert_allclose(out[rest], ref.predict_proba(scaler.transform(emb[rest])), atol=1e-9)
+    assert np.isnan(out[[95, 99]]).all()
+    # Trusted rows: out of fold, exactly as scikit-learn's own cross-fitting with the same folds.
+    folds = StratifiedKFold(5, shuffle=True, random_state=3).split(emb[:90], labels[:90])
+    for fit, held in folds:
+        s = StandardScaler().fit(emb[:90])  # standardised once on every trusted row, as the vote does
+        m = LogisticRegression(C=info["c"], max_iter=1000).fit(s.transform(emb[fit]), labels[fit])
+        np.testing.assert_allclose(out[held], m.predict_proba(s.transform(emb[held])), atol=1e-9)
+    # A class with fewer trusted rows than folds: no linear vote, and the reason.
+    few = trusted & (labels != 2)
+    few[np.flatnonzero(trusted & (labels == 2))[:3]] = True  # class 2: 3 trusted rows
+    out, info = trusted_linear_votes(emb, labels, trusted=few, query=np.ones(n, bool), n_classes=c)
+    assert out is None and "5 trusted rows" in info["skipped"]
+
+
+def test_the_trusted_vote_is_not_fooled_by_noise_the_probs_learned():
+    """Image-dependent noise (known answer): in a band of the feature space, train labels are
+    systematically 0 -> 1, so probs learned from them believe the wrong label there; the trusted
+    rows say otherwise and the chosen vote ranks those rows above the clean ones."""
+    rng = np.random.default_rng(5)
+    c, d, n_trusted, n_train = 2, 4, 200, 2000
+    n = n_trusted + n_train
+    true = rng.integers(0, c, n)
+    emb = rng.normal(size=(n, d))
+    emb[:, 0] += 2.0 * true
+    band = (true == 0) & (emb[:, 1] > 0.8)
+    split = np.where(np.arange(n) < n_trusted, "trusted", "train")
+    given = np.where(band & (split == "train"), 1, true)
+    # Probs that learned the noise: they follow the given label in the band, the truth elsewhere.
+    probs = np.full((n, c), 0.1)
+    probs[np.arange(n), np.where(band, 1, true)] = 0.9
+    sc = noise_scores(labels=given, probs=probs, embedding=emb, split=split, n_classes=c, knn_weight=None)
+    train = split == "train"
+    noisy = (given != true)[train]
+    assert "trusted_linear" in sc.signals or "trusted_knn" in sc.signals
+    assert auroc(noisy, sc.score[train]) > 0.9
+    assert auroc(noisy, 1 - probs[train, given[train]]) < 0.55  # the probs alone cannot see it
+    assert sc.knn_weight_choice["vote"] in ("knn", "linear")
+
+
+def test_trusted_vote_option_picks_the_model():
+    rng = np.random.default_rng(6)
+    c, n = 3, 300
+    labels = rng.integers(0, c, n)
+    emb = rng.normal(size=(n, 5)) + 2 * np.eye(c, 5)[labels]
+    split = np.where(np.arange(n) < 100, "trusted", "train")
+    kw = dict(labels=labels, probs=None, embedding=emb, split=split, n_classes=c, knn_weight=None)
+    assert noise_scores(**kw, trusted_vote="knn").signals == ["trusted_knn"]
+    assert noise_scores(**kw, trusted_vote="linear").signals == ["trusted_linear"]
+    with pytest.raises(ValueError, match="--trusted-vote"):
+        noise_scores(**kw, trusted_vote="forest")
+    few = np.where(np.arange(n) < 8, "trusted", "train")
+    with pytest.raises(ValueError, match="--trusted-vote linear: needs >= 5 trusted rows"):
+        noise_scores(**{**kw, "split": few}, trusted_vote="linear")
+    assert noise_scores(**{**kw, "split": few}).signals == ["trusted_knn"]  # auto falls back
 
 
 def test_exact_flips_change_every_label_to_every_other_class_once():
@@ -205,9 +297,9 @@ def test_with_exact_flips_the_knn_weight_does_not_depend_on_the_seed():
         rng = np.random.default_rng(data_seed)
         probs = _onehotish(labels, c, rng.random(n) < 0.6, rng)
         votes = _onehotish(labels, c, rng.random(n) < 0.6, rng)
-        exact = {choose_knn_weight(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s)[0]
+        exact = {_choose(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s)[0]
                  for s in range(8)}
-        random = {choose_knn_weight(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s,
+        random = {_choose(probs, votes, labels, trusted=trusted, train=train, n_classes=c, seed=s,
                                     repeats=3)[0] for s in range(8)}
         assert len(exact) == 1
         random_varied |= len(random) > 1

@@ -227,7 +227,8 @@ def find_noisy_labels(
 
     The decisions of ``winnow export`` (:func:`winnow.stages.export.core.export_columns`) on
     arrays: the label signal ``1 - q[y]`` of a class posterior ``q`` that combines ``probs`` with
-    a vote of the nearest trusted rows (on ``embedding``), averaged with the meta weights' signal
+    a vote of the trusted rows (their nearest neighbours or a logistic regression on
+    ``embedding``, whichever tells their labels from flips better), averaged with the meta weights' signal
     where they agree with it; the flag threshold is calibrated on the trusted rows.
 
     Parameters
@@ -237,7 +238,7 @@ def find_noisy_labels(
     probs : np.ndarray, shape (n, C), float, optional
         Out-of-sample class probabilities (for instance from :func:`crossfit_probs`).
     embedding : np.ndarray, shape (n, d), float, optional
-        Embeddings for the trusted-neighbour vote (needs ``trusted`` rows).
+        Embeddings for the trusted rows' vote (needs ``trusted`` rows).
     trusted : np.ndarray, shape (n,), bool, optional
         The trusted (clean) rows: never flagged; they vote and calibrate the threshold.
     weights, zero_fraction : np.ndarray, shape (n,), float, optional
@@ -248,7 +249,7 @@ def find_noisy_labels(
         Seeds the synthetic flips of the trusted rows used to calibrate.
     **options
         Any other option of ``winnow export`` by its Python name (``flag_threshold``,
-        ``calibration``, ``knn_k``, ``knn_weight``, ``meta_weight``, ...): ``winnow export --help``.
+        ``calibration``, ``trusted_vote``, ``knn_k``, ``knn_weight``, ``meta_weight``, ...): ``winnow export --help``.
 
     Returns
     -------

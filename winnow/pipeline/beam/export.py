@@ -3,7 +3,7 @@
 1. On the launcher, :func:`winnow.stages.export.core.export_columns` computes every per-row decision
    (scores, calibrated flags, suggested labels, train weights) and the summary from the small
    columns: the manifest without its ``image`` bytes, the features, coreset and weights. The
-   scores need every row (the trusted neighbours vote and the calibration is global), and these
+   scores need every row (the trusted rows' vote and the calibration are global), and these
    columns are small.
 2. On the workers, ``ReadFromParquetBatched`` reads ``manifest.parquet`` (image bytes included)
    by row group; each batch is joined by ``id`` with the per-id columns (a side input) and

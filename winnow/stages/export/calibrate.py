@@ -2,12 +2,15 @@
 
 Three methods (``--calibration``), all driven by data rather than a guessed constant; the
 default, ``auto``, picks ``noise-rate`` when the class posterior is reliable (out-of-sample
-accuracy >= 0.8 on the trusted rows) and ``trusted-clean`` otherwise (see
-:func:`winnow.stages.export.core.export_columns`). ``--flag-threshold`` overrides them all.
+accuracy >= 0.8 on the trusted rows) and ``trusted-clean`` otherwise, unless the mixture's noise
+rate is below half the confident joint's: that lower bound collapses when the noise picked the
+hard rows, and ``noise-rate`` is used again (see :func:`winnow.stages.export.core._calibrate`). ``--flag-threshold`` overrides them all.
 
 * ``trusted-clean``: trusted rows are clean, and scored out-of-sample like train rows
-  (leave-one-out neighbour votes; their meta signal, which they lack, is the train median), so
-  their scores sample the *clean* score distribution ``G_c`` (reweighted to the train class mix).
+  (leave-one-out or out-of-fold trusted votes), so their label signals sample the *clean*
+  distribution ``G_c`` (reweighted to the train class mix). They have no meta weight: with the
+  meta signal in ``noise_score`` the label signal sets how many rows to flag, ``noise_score``
+  which.
   The train scores mix ``G_c`` and the noisy distribution: the noise rate ``pi`` follows by
   mixture-proportion estimation (:func:`mixture_noise_rate`), and the expected false positives at
   any threshold are ``(1 - pi) (1 - G_c)``, so the threshold maximising the expected F1 is

@@ -8,6 +8,7 @@ from winnow.stages.common.params import check_options, option
 
 POLICIES = ("weight", "soft", "drop-flagged", "coreset", "coreset+weight")
 CALIBRATIONS = ("auto", "noise-rate", "trusted-clean", "trusted-flips")
+TRUSTED_VOTES = ("auto", "knn", "linear")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class ExportParams:
         "auto",
         "How the flag threshold is calibrated when --flag-threshold is unset: 'auto' uses "
         "'noise-rate' when the class posterior is reliable (out-of-sample accuracy >= 0.8 on the "
-        "trusted rows) and 'trusted-clean' otherwise; 'trusted-clean' "
+        "trusted rows) and 'trusted-clean' otherwise, unless its noise estimate is below half the "
+        "confident joint's (the trusted rows then do not score like the clean train rows, as when "
+        "the noise picked the hard rows): 'noise-rate' again; 'trusted-clean' "
         "estimates the noise rate and the false-positive rate at every threshold from the "
         "trusted rows' own (clean) score distribution and maximises the expected F1 (falls back "
         "to 'noise-rate' with fewer than 10 trusted rows); 'noise-rate' flags the number of noisy "
@@ -40,11 +43,20 @@ class ExportParams:
         "maximises the expected F1 on trusted rows scored with synthetic flips (see --flip-repeats).",
         choices=CALIBRATIONS,
     )
+    trusted_vote: str = option(
+        "auto",
+        "The model of the trusted rows alone that votes on each row's class beside the out-of-sample "
+        "probs: 'knn' (the --knn-k nearest trusted rows), 'linear' (a logistic regression on the "
+        "trusted rows' embeddings; needs >= 5 trusted rows per class) or 'auto' (the one whose "
+        "posterior best tells the trusted rows' labels from flips of them). It never sees a noisy "
+        "label, so it is not fooled by noise that the probs learn from the noisy labels.",
+        choices=TRUSTED_VOTES,
+    )
     knn_k: int = option(5, "Trusted nearest neighbours (FAISS, cosine) voting on each row's class.", min=1)
     knn_weight: float | None = option(
         None,
-        "Share of the trusted-neighbour vote in the combined class posterior (the rest is the "
-        "out-of-sample probs). Unset: chosen per run, the value in 0, 0.1, "
+        "Share of the trusted vote (see --trusted-vote) in the combined class posterior (the rest is "
+        "the out-of-sample probs). Unset: chosen per run, the value in 0, 0.1, "
         "..., 1 whose posterior best tells the trusted rows' labels from flips of them (see --flip-repeats).",
         min=0, max=1,
     )

@@ -223,6 +223,11 @@ def test_linear_vote_matches_scikit_learn_on_standardised_embeddings():
         s = StandardScaler().fit(emb[:90])  # standardised once on every trusted row, as the vote does
         m = LogisticRegression(C=info["c"], max_iter=1000).fit(s.transform(emb[fit]), labels[fit])
         np.testing.assert_allclose(out[held], m.predict_proba(s.transform(emb[held])), atol=1e-9)
+    # Two classes: scikit-learn keeps one logit column; the chunked prediction must match it too.
+    two = labels % 2
+    out2, info2 = trusted_linear_votes(emb, two, trusted=trusted, query=np.ones(n, bool), n_classes=2, cs=(1.0,))
+    ref2 = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(emb[:90]), two[:90])
+    np.testing.assert_allclose(out2[rest], ref2.predict_proba(scaler.transform(emb[rest])), atol=1e-9)
     # A class with fewer trusted rows than folds: no linear vote, and the reason.
     few = trusted & (labels != 2)
     few[np.flatnonzero(trusted & (labels == 2))[:3]] = True  # class 2: 3 trusted rows
@@ -262,8 +267,11 @@ def test_trusted_vote_option_picks_the_model():
     emb = rng.normal(size=(n, 5)) + 2 * np.eye(c, 5)[labels]
     split = np.where(np.arange(n) < 100, "trusted", "train")
     kw = dict(labels=labels, probs=None, embedding=emb, split=split, n_classes=c, knn_weight=None)
-    assert noise_scores(**kw, trusted_vote="knn").signals == ["trusted_knn"]
+    knn = noise_scores(**kw, trusted_vote="knn")
+    assert knn.signals == ["trusted_knn"] and knn.knn_weight_choice["method"] == "no probs: the trusted vote alone"
     assert noise_scores(**kw, trusted_vote="linear").signals == ["trusted_linear"]
+    both = noise_scores(**kw).knn_weight_choice
+    assert both["method"].startswith("no probs: the trusted vote alone; the vote with the best AUROC")
     with pytest.raises(ValueError, match="--trusted-vote"):
         noise_scores(**kw, trusted_vote="forest")
     few = np.where(np.arange(n) < 8, "trusted", "train")

@@ -287,7 +287,7 @@ def trusted_linear_votes(
     w = model.coef_ / sd[None, :]
     b = model.intercept_ - w @ mu
     out = np.full((len(emb), n_classes), np.nan)
-    rows = np.flatnonzero(query & finite & ~(trusted & finite))
+    rows = np.flatnonzero(query & finite & ~trusted)
     for i in range(0, len(rows), LINEAR_VOTE_CHUNK):
         r = rows[i:i + LINEAR_VOTE_CHUNK]
         logits = emb[r].astype(np.float64) @ w.T + b
@@ -353,8 +353,13 @@ def choose_trusted_vote(probs: np.ndarray | None, votes: dict[str, np.ndarray], 
             aucs[name, b] = float(roc_auc_score(truth, scores, sample_weight=sample_weight))
     order = list(votes)
     name, b = max(aucs, key=lambda k: (round(aucs[k], 9), -order.index(k[0]), -abs(k[1] - KNN_WEIGHT_FALLBACK)))
-    how = ("auto: best AUROC of clean vs flipped labels on the trusted rows" if fixed is None or len(votes) > 1
-           else "set (--knn-weight)")
+    best_auroc = "best AUROC of clean vs flipped labels on the trusted rows"
+    if probs is None:
+        how = "no probs: the trusted vote alone" + (f"; the vote with the {best_auroc}" if len(votes) > 1 else "")
+    elif knn_weight is not None:
+        how = "set (--knn-weight)" + (f"; the vote with the {best_auroc}" if len(votes) > 1 else "")
+    else:
+        how = f"auto: {best_auroc}"
     return name, b, {"value": b, "vote": name, "method": how, "trusted_rows": int(len(rows)),
                      "trusted_auroc": {f"{k[0]} {k[1]:.1f}": round(a, 4) for k, a in aucs.items()}}
 
@@ -440,8 +445,6 @@ def noise_scores(
         )
         if knn_weight is None and has_probs:
             knn_weight = b
-        elif knn_weight is not None and has_probs:
-            knn_choice["method"] = "set (--knn-weight)" + ("; vote: " + knn_choice["method"] if len(candidates) > 1 else "")
         if name == "linear":
             knn_choice["linear"] = linear_info
         votes = candidates[name]

@@ -153,3 +153,18 @@ def test_standardise_of_every_row_equals_the_indexed_copy():
     whole = standardise(x, np.ones(1000, bool)).numpy()
     indexed = standardise(x, np.arange(1000)).numpy()
     np.testing.assert_array_equal(whole, indexed)
+
+
+def test_blockwise_std_equals_numpy_across_blocks(monkeypatch):
+    """The standard deviation is summed a block of rows at a time (no float64 copy of the whole
+    embedding); it must equal numpy's float64 std, blocks and a last partial block included."""
+    from winnow.stages.embed import crossfit as cf
+
+    monkeypatch.setattr(cf, "STD_BLOCK_ROWS", 64)
+    x = np.random.default_rng(3).normal(5.0, [1e-3, 1.0, 1e4], size=(1000, 3)).astype(np.float32)
+    mean = x.mean(0, dtype=np.float64)
+    np.testing.assert_allclose(cf._column_std(x, mean), x.std(0, dtype=np.float64, ddof=1), rtol=1e-12)
+    assert (cf._column_std(x[:1], mean) == 0).all()
+    constant = np.ones((300, 2), np.float32)
+    out = standardise(constant, np.ones(300, bool)).numpy()
+    assert (out == 0).all()  # a constant feature is only centred

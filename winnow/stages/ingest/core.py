@@ -180,7 +180,8 @@ def ingest(
     )
     for name in table.column_names[5:]:  # the user's own columns, after winnow's
         manifest = manifest.append_column(table.schema.field(name), table[name])
-    manifest = manifest.filter(pa.array(keep))
+    if not keep.all():
+        manifest = manifest.filter(pa.array(keep))
     manifest = with_metadata(manifest, classes=classes, params=to_dict(params))
     review_info: dict[str, Any] | None = None
     if params.corrections:
@@ -189,7 +190,9 @@ def ingest(
     features = None
     if embedding is not None:
         ok = np.array([e is None for e in errors])
-        features = pa.table({"id": table["id"], schema.EMBEDDING: vectors_to_arrow(embedding, valid=ok)}).filter(pa.array(keep))
+        features = pa.table({"id": table["id"], schema.EMBEDDING: vectors_to_arrow(embedding, valid=ok)})
+        if not keep.all():  # a filter copies every column, the (n, d) vectors too
+            features = features.filter(pa.array(keep))
         features = with_metadata(features, classes=classes)
     summary = _summary(manifest, classes, noise_info, int((~keep).sum()), raw)
     if review_info is not None:

@@ -455,24 +455,34 @@ def image_column(column: pa.ChunkedArray, path: Path) -> tuple[list[bytes | None
 
 def _vectors(column: pa.ChunkedArray, path: Path, name: str) -> tuple[np.ndarray, list[str | None]]:
     """Read a list column as (n, d) float32; rows that are null, of another length or non-finite
-    keep a reason in the returned errors (and zeros as values) instead of failing the whole table."""
-    col = column.combine_chunks()
-    if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type)):
-        raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {col.type}; write "
+    keep a reason in the returned errors (and zeros as values) instead of failing the whole table.
+
+    Chunk by chunk (a Parquet file reads as one chunk per row group), so that beside the input
+    only the (n, d) result is held: combining the chunks and filtering the good rows first held
+    two more copies of the column (1 GB at 1M x 128)."""
+    typ = column.type
+    if not (pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ) or pa.types.is_large_list(typ)):
+        raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {typ}; write "
                           "one list of floats per row (pandas: a column of lists or numpy arrays)")
-    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
     valid_lengths = lengths[lengths >= 0]
     if len(valid_lengths) == 0:
         raise SourceError(f"{path}: feature column {name!r} has no non-null vector; write one list of floats per row")
     d = int(np.bincount(valid_lengths).argmax())
-    out = np.zeros((len(col), d), dtype=np.float32)
-    errors: list[str | None] = [None] * len(col)
+    out = np.zeros((len(column), d), dtype=np.float32)
+    errors: list[str | None] = [None] * len(column)
     good = lengths == d
     for i in np.flatnonzero(~good):
         errors[i] = f"{name} is null" if lengths[i] < 0 else f"{name} has {lengths[i]} values, expected {d}"
-    if good.any():
-        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float32()).to_numpy(zero_copy_only=False)
-        out[good] = flat.reshape(-1, d)
+    start = 0
+    for chunk in column.chunks:
+        stop = start + len(chunk)
+        keep = good[start:stop]
+        if keep.any():
+            rows = chunk if keep.all() else chunk.filter(pa.array(keep))
+            flat = pc.list_flatten(rows).cast(pa.float32()).to_numpy(zero_copy_only=False)
+            out[start:stop][keep] = flat.reshape(-1, d)
+        start = stop
     for i in np.flatnonzero(good & ~np.isfinite(out).all(axis=1)):
         errors[i] = f"{name} has NaN or Inf values"
         out[i] = 0.0

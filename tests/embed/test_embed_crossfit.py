@@ -168,3 +168,24 @@ def test_blockwise_std_equals_numpy_across_blocks(monkeypatch):
     constant = np.ones((300, 2), np.float32)
     out = standardise(constant, np.ones(300, bool)).numpy()
     assert (out == 0).all()  # a constant feature is only centred
+
+
+def test_blockwise_fit_reaches_the_single_batch_minimum(monkeypatch):
+    """Above FIT_BLOCK_ROWS fit rows, the loss is summed block by block over all rows with the
+    held-out ones weighted 0 (no copy of the fit rows): the same convex problem, so the same head."""
+    import torch
+
+    from winnow.stages.embed import crossfit as cf
+
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(size=(700, 6)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 3, 700))
+    x[:, 0] += 1.5 * y.float()
+    rows = rng.random(700) < 0.8
+    single = cf.fit_head(x[torch.from_numpy(np.flatnonzero(rows))], y[torch.from_numpy(np.flatnonzero(rows))], 3,
+                         iters=200)
+    monkeypatch.setattr(cf, "FIT_BLOCK_ROWS", 128)  # 5.5 blocks of 128 rows
+    blocked = cf.fit_head(x, y, 3, iters=200, rows=rows)
+    with torch.no_grad():
+        a, b = torch.softmax(single(x)[1], 1), torch.softmax(blocked(x)[1], 1)
+    assert torch.allclose(a, b, atol=2e-4), float((a - b).abs().max())

@@ -159,3 +159,27 @@ def test_through_the_cli_leakage_is_said_and_inspect_lists_it_first(tmp_path):
     res = CliRunner().invoke(main, ["export", "--run-dir", run, "--no-audit", "--threads", "1", "-q"])
     assert res.exit_code == 0 and "duplicate_of" not in pq.read_table(
         tmp_path / "run" / "export" / "curated.parquet").column_names
+
+
+def test_exact_representatives_match_sorting_the_rows_and_survive_hash_collisions(monkeypatch):
+    from winnow.stages.export import audit as au
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)).astype(np.float32)
+    x[[7, 300, 499]] = x[3]
+    x[41] = x[40]
+    x[43] = 0.0
+    x[44] = -0.0  # equal to row 43 as numbers, not as bits: not an exact duplicate
+    monkeypatch.setattr(au, "HASH_BLOCK_ROWS", 64)  # several blocks and a last partial one
+    reference = au._first_of_equal_rows(x.view(np.uint32))
+    np.testing.assert_array_equal(au.exact_representatives(x), reference)
+    assert reference[[7, 300, 499, 41]].tolist() == [3, 3, 3, 40] and reference[44] == 44
+
+    # Every row hashing alike (a forced collision): the bit-for-bit check still separates them.
+    real_unique = np.unique
+
+    def collide(a, *args, **kw):
+        return real_unique(np.zeros_like(a) if a.dtype == np.uint64 else a, *args, **kw)
+
+    monkeypatch.setattr(au.np, "unique", collide)
+    np.testing.assert_array_equal(au.exact_representatives(x), reference)

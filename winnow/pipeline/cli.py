@@ -83,7 +83,7 @@ def _setup_output(verbose: int, quiet: bool, json_out: bool) -> None:
 def execute(run: RunDir, step: steps_mod.Step, params: Any, settings: RunSettings) -> StageOutcome:
     """Run one step with the stage cache, translating known failures into :class:`InputError`
     (``settings.run_dir`` aside: ``run`` is the run directory)."""
-    from winnow.stages.common.torch_utils import cpu_threads
+    from winnow.stages.common.threads import cpu_threads
 
     executor = settings.executor
     try:
@@ -91,7 +91,7 @@ def execute(run: RunDir, step: steps_mod.Step, params: Any, settings: RunSetting
         adapter = beam_adapter(step.name) if executor == "beam" else None
         if adapter is None:  # stages without a Beam version run (and are recorded) as local
             adapter, executor = step.adapter, "local"
-        with cpu_threads(settings.threads) as used:
+        with cpu_threads(settings.threads, uses_torch=step.name in steps_mod.TORCH_STAGES) as used:
             return run_stage(
                 run, step.name, params=to_dict(params), inputs=inputs,
                 adapter=lambda ctx: adapter(ctx, params), seed=settings.seed, device=settings.device,

@@ -78,6 +78,9 @@ DEFAULT_PLAN = tuple(STEPS)
 # and this line in stage.json's ``thread_dependence``; ingest and report compute nothing that
 # depends on it. Figures: the digits demo on CPU, each stage run alone on the same inputs with
 # --threads 1 and 2 (python -m benchmarks.reliability.threads; docs/design-notes.md).
+# The stages that run torch; the others never load it (0.65 GB of resident memory for its CUDA build).
+TORCH_STAGES = frozenset({"embed", "weight", "train", "evaluate"})
+
 THREAD_DEPENDENCE: dict[str, str] = {
     "embed": "the warm-up's training reductions (oneDNN convolution weight gradients, MKL GEMM) and the "
              "cross-fitted heads; a warm-up amplifies them: embedding max |diff| 0.245, probs 0.517, every row",
@@ -137,7 +140,7 @@ from winnow.pipeline.io.train import test_table  # noqa: E402
 from winnow.stages.common.arrow import class_names  # noqa: E402
 
 __all__ = [
-    "DEFAULT_PLAN", "DEMO_CONFIG", "STEPS", "THREAD_DEPENDENCE", "Step", "class_names", "discard_outdated",
+    "DEFAULT_PLAN", "DEMO_CONFIG", "STEPS", "THREAD_DEPENDENCE", "TORCH_STAGES", "Step", "class_names", "discard_outdated",
     "features_table", "load_curated", "load_manifest", "outdated_input", "skip_reason", "test_table",
     "with_feature_column",
 ]

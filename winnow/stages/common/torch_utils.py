@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from winnow.stages.common.threads import cpu_threads
+
+__all__ = ["cpu_threads", "resolve_device", "seed_everything"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -27,28 +29,3 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-@contextmanager
-def cpu_threads(threads: int) -> Iterator[int]:
-    """Within the block, torch and FAISS use ``threads`` CPU threads (0: torch's default count,
-    one per core, for both); yields that count, which the cache key of a thread-dependent stage holds.
-
-    Why: on a shared or small machine, OpenMP threads spin-wait against other processes; one
-    thread can be many times faster than two there. FAISS follows torch's count even by default
-    (its own default counts hyperthreads), so that one number says what a CPU result depends on.
-    Restores the previous counts on exit.
-    """
-    if threads < 0:
-        raise ValueError(f"option --threads must be >= 0, got {threads}")
-    import faiss  # (importing FAISS costs ~0.2 s)
-
-    count = threads or torch.get_num_threads()
-    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(count)
-    faiss.omp_set_num_threads(count)
-    try:
-        yield count
-    finally:
-        torch.set_num_threads(torch_before)
-        faiss.omp_set_num_threads(faiss_before)

@@ -71,8 +71,13 @@ class LazyGradientEmbedding:
         """
         r = self.residual.numpy().astype(np.float64, copy=False)
         h = self.last_input.numpy()
-        ok = np.isfinite(r).all(1) & np.isfinite(h).all(1)
-        bound = np.abs(r).max(1, initial=0.0) * np.abs(h).max(1, initial=0.0).astype(np.float64)
+        ok = np.isfinite(r).all(1)
+        h_max = np.empty(len(h))
+        for start in range(0, len(h), 65_536):  # by blocks: |h| of every row at once is (n, h) again
+            block = np.abs(h[start:start + 65_536])
+            ok[start:start + 65_536] &= np.isfinite(block).all(1)
+            h_max[start:start + 65_536] = block.max(1, initial=0.0)
+        bound = np.abs(r).max(1, initial=0.0) * h_max
         for row in np.flatnonzero(ok & (bound >= 1e38)).tolist():
             ok[row] = bool(np.isfinite(self.block(row, row + 1)).all())
         return ok

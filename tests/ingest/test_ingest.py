@@ -113,24 +113,30 @@ def test_feature_table_gives_features(tmp_path: Path):
     assert np.isnan(v[3]).all() and "NaN" in r.manifest["error"][3].as_py()
 
 
-def test_feature_table_across_row_groups_keeps_each_rows_vector_and_reason(tmp_path: Path):
-    """Read chunk by chunk (one per row group): bad rows in several groups, a last partial group."""
+@pytest.mark.parametrize("fixed", [False, True])
+def test_feature_table_across_row_groups_keeps_each_rows_vector_and_reason(tmp_path: Path, monkeypatch, fixed: bool):
+    """Read a batch of rows at a time: bad rows in several batches, a last partial batch; a
+    variable-length list column (its most common length) and a fixed-size one (its type's)."""
+    from winnow.stages.ingest import sources
+
+    monkeypatch.setattr(sources, "FEATURE_BATCH_ROWS", 7)  # batches of 7, 7, 7 and 2
     rng = np.random.default_rng(1)
     n, d = 23, 3
     emb = rng.normal(size=(n, d)).astype(np.float32)
     rows: list = [list(map(float, e)) for e in emb]
-    rows[2] = None
-    rows[9] = [1.0, 2.0]  # wrong length, in the second group
+    if not fixed:  # (pyarrow cannot read back a null in a Parquet fixed-size list column)
+        rows[2] = None
+        rows[9] = [1.0, 2.0]  # wrong length, in the second batch
     rows[16] = [float("inf")] * d
     path = tmp_path / "feats.parquet"
+    typ = pa.list_(pa.float32(), d) if fixed else pa.list_(pa.float64())
     table = pa.table({"id": [f"r{i}" for i in range(n)], "label": [i % 2 for i in range(n)],
-                      "embedding": pa.array(rows, pa.list_(pa.float64()))})
-    pq.write_table(table, path, row_group_size=7)  # groups of 7, 7, 7 and 2
-    assert pq.read_table(path)["embedding"].num_chunks == 4
+                      "embedding": pa.array(rows, typ)})
+    pq.write_table(table, path, row_group_size=10)  # batches cross the row groups too
     r = ingest(IngestParams(source=str(path), features="embedding", trusted_per_class=2), seed=0)
     v = vectors_from_arrow(r.features[schema.EMBEDDING])
     errors = r.manifest["error"].to_pylist()
-    bad = {2: "is null", 9: "has 2 values, expected 3", 16: "NaN or Inf"}
+    bad = {16: "NaN or Inf", **({} if fixed else {2: "is null", 9: "has 2 values, expected 3"})}
     for i in range(n):
         if i in bad:
             assert bad[i] in errors[i] and np.isnan(v[i]).all()

@@ -17,7 +17,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,9 +246,18 @@ def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any
     Relative paths are relative to the manifest's folder; every path must resolve under the data
     root (:func:`resolve_data_root`), else its row keeps an error and no ``uri``."""
     is_csv = path.suffix.lower() in {".csv", ".tsv"}
+    feature_type = None
     try:
-        table = _read_file(path)
-        cols = set(table.column_names)  # (pyarrow decodes the names only here)
+        if features and not is_csv:
+            # The vectors are read a batch at a time below, into their array; the rest at once.
+            names = pq.read_schema(path).names
+            if features in names:
+                feature_type = pq.read_schema(path).field(features).type
+            table = _read_file(path, columns=[c for c in names if c != features])
+            cols = set(names)
+        else:
+            table = _read_file(path)
+            cols = set(table.column_names)  # (pyarrow decodes the names only here)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         problem = _csv_problem(path, "\t" if path.suffix.lower() == ".tsv" else ",") if is_csv else None
         raise SourceError(problem or f"cannot read {path}: {exc}; check that it is a Parquet or CSV file") from exc
@@ -273,7 +282,16 @@ def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any
     if features:
         if features not in cols:
             raise SourceError(f"{path}: --features {features!r} is not a column (columns: {', '.join(table.column_names)})")
-        embedding, errors = _vectors(table[features], path, features)
+        assert feature_type is not None
+
+        def batches() -> Iterator[pa.Array]:
+            try:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=FEATURE_BATCH_ROWS, columns=[features]):
+                    yield batch.column(0)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SourceError(f"cannot read {path}: {exc}; check that it is a Parquet or CSV file") from exc
+
+        embedding, errors = _vectors(batches, n, feature_type, path, features)
         extra["errors"] = errors
     else:
         if "uri" not in cols and "image" not in cols:
@@ -453,37 +471,53 @@ def image_column(column: pa.ChunkedArray, path: Path) -> tuple[list[bytes | None
     )
 
 
-def _vectors(column: pa.ChunkedArray, path: Path, name: str) -> tuple[np.ndarray, list[str | None]]:
-    """Read a list column as (n, d) float32; rows that are null, of another length or non-finite
-    keep a reason in the returned errors (and zeros as values) instead of failing the whole table.
+FEATURE_BATCH_ROWS = 65_536  # rows of a feature column decoded at a time
 
-    Chunk by chunk (a Parquet file reads as one chunk per row group), so that beside the input
-    only the (n, d) result is held: combining the chunks and filtering the good rows first held
-    two more copies of the column (1 GB at 1M x 128)."""
-    typ = column.type
+
+def _vectors(chunks: Callable[[], Iterable[pa.Array]], n: int, typ: pa.DataType, path: Path,
+             name: str) -> tuple[np.ndarray, list[str | None]]:
+    """Read a list column, given as a re-iterable of its chunks (``n`` rows of type ``typ``), as
+    (n, d) float32; rows that are null, of another length or non-finite keep a reason in the
+    returned errors (and zeros as values) instead of failing the whole table.
+
+    A batch at a time from the file, so that only the (n, d) result is held whole: reading the
+    column first, then combining and filtering it, held three copies (1.5 GB at 1M x 128).
+    ``d`` is the type's size for a fixed-size list, else the most common length (one more pass)."""
     if not (pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ) or pa.types.is_large_list(typ)):
         raise SourceError(f"{path}: feature column {name!r} must be a list of floats, got {typ}; write "
                           "one list of floats per row (pandas: a column of lists or numpy arrays)")
-    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
-    valid_lengths = lengths[lengths >= 0]
-    if len(valid_lengths) == 0:
-        raise SourceError(f"{path}: feature column {name!r} has no non-null vector; write one list of floats per row")
-    d = int(np.bincount(valid_lengths).argmax())
-    out = np.zeros((len(column), d), dtype=np.float32)
-    errors: list[str | None] = [None] * len(column)
-    good = lengths == d
-    for i in np.flatnonzero(~good):
-        errors[i] = f"{name} is null" if lengths[i] < 0 else f"{name} has {lengths[i]} values, expected {d}"
+
+    def lengths_of(chunk: pa.Array) -> np.ndarray:
+        return pc.fill_null(pc.list_value_length(chunk), -1).to_numpy(zero_copy_only=False)
+
+    no_vector = SourceError(f"{path}: feature column {name!r} has no non-null vector; write one list of floats per row")
+    if pa.types.is_fixed_size_list(typ):
+        d = typ.list_size
+    else:
+        all_lengths = np.concatenate([lengths_of(c) for c in chunks()] or [np.zeros(0, np.int64)])
+        valid_lengths = all_lengths[all_lengths >= 0]
+        if len(valid_lengths) == 0:
+            raise no_vector
+        d = int(np.bincount(valid_lengths).argmax())
+    out = np.zeros((n, d), dtype=np.float32)
+    errors: list[str | None] = [None] * n
     start = 0
-    for chunk in column.chunks:
+    for chunk in chunks():
         stop = start + len(chunk)
-        keep = good[start:stop]
+        lengths = lengths_of(chunk)
+        keep = lengths == d
+        for i in np.flatnonzero(~keep):
+            errors[start + i] = (f"{name} is null" if lengths[i] < 0
+                                 else f"{name} has {lengths[i]} values, expected {d}")
         if keep.any():
             rows = chunk if keep.all() else chunk.filter(pa.array(keep))
             flat = pc.list_flatten(rows).cast(pa.float32()).to_numpy(zero_copy_only=False)
-            out[start:stop][keep] = flat.reshape(-1, d)
+            block = out[start:stop]
+            block[keep] = flat.reshape(-1, d)
+            for i in np.flatnonzero(keep & ~np.isfinite(block).all(axis=1)):
+                errors[start + i] = f"{name} has NaN or Inf values"
+                block[i] = 0.0
         start = stop
-    for i in np.flatnonzero(good & ~np.isfinite(out).all(axis=1)):
-        errors[i] = f"{name} has NaN or Inf values"
-        out[i] = 0.0
+    if n and all(e is not None and e.endswith(" is null") for e in errors):
+        raise no_vector
     return out, errors

@@ -59,6 +59,7 @@ class IndexSpec:
     ef_search: int = 128
     device: str = "cpu"  # cpu | cuda | auto: a GPU index only when FAISS has GPU support
     seed: int = 0
+    train_per_cell: int = 0  # IVF: training rows sampled per cell (0: FAISS's 256)
 
     def resolve(self, n: int) -> str:
         """The index kind actually used for ``n`` rows."""
@@ -170,6 +171,8 @@ def build_index(x_hat: np.ndarray, spec: IndexSpec) -> tuple[faiss.Index, str]:
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = int(spec.seed) % 2**31
+        if spec.train_per_cell:
+            ivf.cp.max_points_per_centroid = max(spec.train_per_cell, 39)
         ivf.train(x_hat)
         ivf.nprobe = min(spec.nprobe, nlist)
         index = ivf  # the FAISS wrapper keeps `quantizer` referenced by `ivf`

@@ -183,3 +183,24 @@ def test_exact_representatives_match_sorting_the_rows_and_survive_hash_collision
 
     monkeypatch.setattr(au.np, "unique", collide)
     np.testing.assert_array_equal(au.exact_representatives(x), reference)
+
+
+def test_duplicates_are_found_through_the_ivf_index_trained_on_a_sample():
+    """Above select's exact threshold the duplicate search is IVF, its cells trained on 39 rows
+    each: planted exact and near twins are all still found."""
+    from winnow.stages.export import audit as au
+    from winnow.stages.select.knn import IndexSpec, build_index, normalize
+
+    rng = np.random.default_rng(2)
+    n, d = 24_000, 16
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    src, dst = rng.choice(n // 2, 60, replace=False), n // 2 + rng.choice(n // 2, 60, replace=False)
+    x[dst[:30]] = x[src[:30]]
+    x[dst[30:]] = x[src[30:]] * (1 + 0.001 * rng.normal(size=(30, d))).astype(np.float32)
+    spec = au._duplicate_spec(IndexSpec(seed=0))
+    index, kind = build_index(normalize(x), spec)
+    assert kind == "ivf" and index.cp.max_points_per_centroid == au.DUPLICATE_TRAIN_PER_CELL
+    dup_of, dup_kind, _ = au.find_duplicates(x, np.ones(n, bool), spec=IndexSpec(seed=0))
+    assert (dup_of[dst] == src).all()
+    assert (dup_kind[dst[:30]] == "exact").all() and (dup_kind[dst[30:]] == "near").all()
+    assert int((dup_of >= 0).sum()) == 60

@@ -42,9 +42,9 @@ OUTLIER_QUANTILE = 0.99
 NEIGHBOURS = 5  # trusted rows an outlier score averages over
 # A duplicate is a row's nearest neighbour, within a radius far below the typical neighbour
 # distance: two neighbours and 4 IVF cells suffice to find it (the default 5 and 32 took 200 s of
-# export's time at 1M rows), and cells trained on 32 rows each place a twin with its row as well
-# as cells trained on 256 (training on every row was 50 of the audit's 84 s at 1M rows).
-DUPLICATE_NEIGHBOURS, DUPLICATE_NPROBE, DUPLICATE_TRAIN_PER_CELL = 2, 4, 32
+# export's time at 1M rows), and cells trained on 39 rows each (FAISS's minimum) place a twin
+# with its row as well as cells trained on 256 (training on every row was 50 of the audit's 84 s at 1M rows).
+DUPLICATE_NEIGHBOURS, DUPLICATE_NPROBE, DUPLICATE_TRAIN_PER_CELL = 2, 4, 39
 
 
 @dataclass

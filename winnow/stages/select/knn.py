@@ -59,7 +59,7 @@ class IndexSpec:
     ef_search: int = 128
     device: str = "cpu"  # cpu | cuda | auto: a GPU index only when FAISS has GPU support
     seed: int = 0
-    train_per_cell: int = 0  # IVF: training rows sampled per cell (0: FAISS's 256)
+    train_per_cell: int = 0  # IVF: training rows sampled per cell (0: FAISS's 256; at least 39)
 
     def resolve(self, n: int) -> str:
         """The index kind actually used for ``n`` rows."""

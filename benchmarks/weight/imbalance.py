@@ -230,10 +230,12 @@ def run_seed(scenario: str, seed: int, work: Path, args: argparse.Namespace) -> 
         rewrite_weights(run, arm)
         out[arm] = train(run, "--weighting", weighting)
         print(f"{scenario} seed {seed} {arm}: {json.dumps(out[arm])}", file=sys.stderr, flush=True)
-    for method in args.methods:
-        run = copy_run(base, work / method, ("ingest", "embed"))
+    for method in args.methods:  # a spec M[:OPT,VALUE,...] passes options to winnow weight
+        name, _, extra = method.partition(":")
+        run = copy_run(base, work / method.replace(":", "_").replace(",", "_"), ("ingest", "embed"))
         t0 = time.perf_counter()
-        winnow("weight", "--run-dir", str(run), "--method", method, "--seed", s, threads=t)
+        winnow("weight", "--run-dir", str(run), "--method", name, *[a for a in extra.split(",") if a], "--seed", s,
+               threads=t)
         weight_seconds = time.perf_counter() - t0
         winnow("export", "--run-dir", str(run), "--seed", s, *ex, threads=t)
         default = train_weights(run)
@@ -299,7 +301,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS),
+                    help="methods, or specs M:OPT,VALUE,... with options for winnow weight")
     ap.add_argument("--threads", type=int, default=1, help="--threads of every winnow command")
     ap.add_argument("--rare", type=int, default=4, help="4v9: the rare class")
     ap.add_argument("--major", type=int, default=9, help="4v9: the majority class")

@@ -274,6 +274,18 @@ def test_trusted_vote_option_picks_the_model():
     assert both["method"].startswith("no probs: the trusted vote alone; the vote with the best AUROC")
     with pytest.raises(ValueError, match="--trusted-vote"):
         noise_scores(**kw, trusted_vote="forest")
+    # Too large a linear fit for auto: the nearest neighbours alone, and the summary says why.
+    import winnow.stages.export.scores as scores_mod
+
+    real = scores_mod.LINEAR_VOTE_MAX_WORK
+    scores_mod.LINEAR_VOTE_MAX_WORK = 10.0
+    try:
+        big = noise_scores(**kw)
+        assert big.signals == ["trusted_knn"] and "--trusted-vote linear fits it anyway" in \
+            big.knn_weight_choice["linear_skipped"]
+        assert noise_scores(**kw, trusted_vote="linear").signals == ["trusted_linear"]
+    finally:
+        scores_mod.LINEAR_VOTE_MAX_WORK = real
     few = np.where(np.arange(n) < 8, "trusted", "train")
     with pytest.raises(ValueError, match="--trusted-vote linear: needs >= 5 trusted rows"):
         noise_scores(**{**kw, "split": few}, trusted_vote="linear")

@@ -48,7 +48,8 @@ class ExportParams:
         "The model of the trusted rows alone that votes on each row's class beside the out-of-sample "
         "probs: 'knn' (the --knn-k nearest trusted rows), 'linear' (a logistic regression on the "
         "trusted rows' embeddings; needs >= 5 trusted rows per class) or 'auto' (the one whose "
-        "posterior best tells the trusted rows' labels from flips of them). It never sees a noisy "
+        "posterior best tells the trusted rows' labels from flips of them; the linear one only while "
+        "trusted rows x dimensions x classes <= 2e9). It never sees a noisy "
         "label, so it is not fooled by noise that the probs learn from the noisy labels.",
         choices=TRUSTED_VOTES,
     )

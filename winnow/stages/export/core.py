@@ -308,7 +308,7 @@ def _calibrate(
         info["auto"] = auto_reason
     inputs = CalibrationInput(sc=sc, labels=labels, train=train, trusted=trusted, n_classes=n_classes, est=est,
                               cj_rows=cj_rows, params=params, seed=seed)
-    cj_rate = info["noise_estimate"]["rate"]
+    cj_rate = inputs_estimate["rate"]
     threshold, est = CALIBRATIONS[calibration](inputs, info)
     mix_rate = info.get("noise_rate_mixture")
     if params.calibration == "auto" and mix_rate is not None and mix_rate < AUTO_MIN_MIXTURE_SHARE * cj_rate:
@@ -317,8 +317,9 @@ def _calibrate(
         # noise; --inject-noise model), the clean train rows left are easier than the trusted
         # rows and the bound collapses (CIFAR-10 model:0.4: 0.04-0.15 for 0.40, F1 down to 0.14;
         # digits: 0.06-0.10), while the confident joint's count stays near the truth (0.46,
-        # F1 0.54-0.55). Where the bound holds (uniform and pair noise) it is 0.58 of the
-        # confident joint's count or more. benchmarks/quality/RESULTS.md has the table.
+        # F1 0.54-0.55). Where the bound held through the default embed (uniform and pair noise)
+        # it was 0.58 of the confident joint's rate (0.46 on PCA-pixel pair noise, where the
+        # switch changed F1 by +0.002). benchmarks/quality/RESULTS.md has the table.
         info.clear()
         info.update(noise_estimate=inputs_estimate, auto=(
             f"{auto_reason}; the trusted-clean mixture estimated {mix_rate:.3f}, below "

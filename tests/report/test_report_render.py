@@ -165,6 +165,13 @@ def test_summary_says_whether_the_meta_weights_were_used(curated):
         assert "meta weights in noise_score" in text and verdict in text
 
 
+def test_summary_names_the_trusted_vote_export_chose(curated):
+    for vote, words in (("linear", "linear model of the trusted rows, share 0.6"),
+                        ("knn", "nearest trusted rows, share 0.6")):
+        text = "".join(_parse(render_report(curated, {"knn_weight": {"value": 0.6, "vote": vote}})).text)
+        assert "trusted rows' vote" in text and words in text
+
+
 def test_meta_weight_net_curve_is_labelled_as_such_and_rounds_still_shown(curated, monkeypatch):
     """The loss -> weight curve was drawn with the per-round axes ("round", "mean weight"), and the
     per-round curves disappeared whenever it was present (found in review)."""

@@ -179,6 +179,9 @@ class _View:
         return np.bincount(self.label[sel], weights=w, minlength=self.k)[: self.k]
 
 
+TRUSTED_VOTE_NAMES = {"knn": "nearest trusted rows", "linear": "linear model of the trusted rows"}
+
+
 def _summary_section(v: _View, summary: Mapping[str, Any]) -> dict[str, Any]:
     cards = [("rows", v.n), ("training rows", int(v.train.sum())), ("rows with errors", int((~v.usable).sum()))]
     if v.flag is not None:
@@ -197,6 +200,11 @@ def _summary_section(v: _View, summary: Mapping[str, Any]) -> dict[str, Any]:
         warn = " (trusted rows may not be exchangeable)" if (fdr.get("exchangeability") or {}).get("warn") else ""
         cards.append((f"flagged at false-discovery rate {fdr['q']:g}",
                       f"{fdr.get('flagged')} of {fdr.get('tested_rows')} ({fdr.get('trusted_rows')} trusted){warn}"))
+    vote = summary.get("knn_weight")
+    if isinstance(vote, Mapping) and vote.get("vote") in TRUSTED_VOTE_NAMES:
+        share = vote.get("value")
+        cards.append(("trusted rows' vote", TRUSTED_VOTE_NAMES[vote["vote"]]
+                      + (f", share {share:.1f} beside the probs" if isinstance(share, (int, float)) else "")))
     check = summary.get("meta_signal_check")
     if isinstance(check, Mapping) and check.get("agreement_auroc") is not None:
         verdict = "used" if check.get("used") else "left out"

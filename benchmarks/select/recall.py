@@ -1,6 +1,7 @@
 """kNN recall@k of IVF (per nprobe) and HNSW against exact search, on one class of the 1M data.
 
     .venv/bin/python -m benchmarks.select.recall [--n 100000] [--nprobe 32 64 128 256] [--hnsw]
+        [--train-per-cell 0 39]     # IVF trained on FAISS's 256 rows a cell (0) or on a sample
 
 One class of the benchmark's Gaussian mixture (the size a class has at n = 1M); recall is
 measured on 1000 random queries; "all-queries time" extrapolates the search to every row of
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--hnsw", action="store_true")
     ap.add_argument("--ef", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--train-per-cell", type=int, nargs="+", default=[0],
+                    help="IVF training rows sampled per cell (0: FAISS's default 256)")
     args = ap.parse_args()
 
     x, y = gaussian_mixture(args.n * 10, seed=2)
@@ -46,16 +49,19 @@ def main() -> None:
     flat.search(xh[q], args.k + 1)
     t_exact = (time.perf_counter() - t0) * n / 1000
     rows.append(f"| exact (flat) | - | 0.0 | {t_exact:.1f} | 1.000 |")
-    t0 = time.perf_counter()
-    ivf, _ = build_index(xh, IndexSpec(kind="ivf"))
-    t_build = time.perf_counter() - t0
-    for nprobe in args.nprobe:
-        ivf.nprobe = nprobe
+    for per_cell in args.train_per_cell:
         t0 = time.perf_counter()
-        _, ids = ivf.search(xh[q], args.k + 1)
-        t_all = (time.perf_counter() - t0) * n / 1000
-        rows.append(f"| ivf nlist={ivf.nlist} | nprobe={nprobe} | {t_build:.1f} | {t_all:.1f} | {recall(ids):.3f} |")
-        print(rows[-1], flush=True)
+        ivf, _ = build_index(xh, IndexSpec(kind="ivf", train_per_cell=per_cell))
+        t_build = time.perf_counter() - t0
+        trained = f", trained on {max(per_cell, 39)} a cell" if per_cell else ""
+        for nprobe in args.nprobe:
+            ivf.nprobe = nprobe
+            t0 = time.perf_counter()
+            _, ids = ivf.search(xh[q], args.k + 1)
+            t_all = (time.perf_counter() - t0) * n / 1000
+            rows.append(f"| ivf nlist={ivf.nlist}{trained} | nprobe={nprobe} | {t_build:.1f} | {t_all:.1f} | "
+                        f"{recall(ids):.3f} |")
+            print(rows[-1], flush=True)
     if args.hnsw:
         t0 = time.perf_counter()
         hnsw, _ = build_index(xh, IndexSpec(kind="hnsw"))

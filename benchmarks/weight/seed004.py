@@ -184,7 +184,7 @@ def oracle(base: Path, seed: int, threads: int, epochs: int) -> dict[str, Any]:
     from benchmarks.quality.headroom import arm_table
     from winnow.pipeline.rundir import RunDir
     from winnow.pipeline.steps import class_names, load_manifest, test_table
-    from winnow.stages.common.torch_utils import cpu_threads
+    from winnow.stages.common.threads import cpu_threads
     from winnow.stages.train.core import train_model
     from winnow.stages.train.params import TrainParams
 

@@ -71,13 +71,13 @@ def cpu_threads(threads: int, *, uses_torch: bool = True) -> Iterator[int]:
         torch = torch_module
     count = threads or (torch.get_num_threads() if torch is not None else default_threads())
     faiss_before = faiss.omp_get_max_threads()
-    torch_before = torch.get_num_threads() if torch is not None else None
     if torch is not None:
+        torch_before = torch.get_num_threads()
         torch.set_num_threads(count)
     faiss.omp_set_num_threads(count)
     try:
         yield count
     finally:
-        if torch is not None and torch_before is not None:
+        if torch is not None:
             torch.set_num_threads(torch_before)
         faiss.omp_set_num_threads(faiss_before)

@@ -1,4 +1,4 @@
-"""Device choice, CPU threads and seeding, shared by every stage that runs torch."""
+"""Device choice and seeding, shared by every stage that runs torch (CPU threads: :mod:`.threads`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import random
 
 import numpy as np
 import torch
-
-from winnow.stages.common.threads import cpu_threads
-
-__all__ = ["cpu_threads", "resolve_device", "seed_everything"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -160,10 +160,13 @@ def fit_head(
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
     keep = None if rows is None else torch.as_tensor(rows, dtype=x.dtype, device=x.device)
 
+    def penalty() -> torch.Tensor:
+        return weight_decay * sum((w * w).sum() for w in weights)
+
     def closure() -> torch.Tensor:
         opt.zero_grad()
         if m <= FIT_BLOCK_ROWS:
-            loss = F.cross_entropy(head(x)[1], y) + weight_decay * sum((w * w).sum() for w in weights)
+            loss = F.cross_entropy(head(x)[1], y) + penalty()
             loss.backward()
             return loss
         total = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -172,7 +175,7 @@ def fit_head(
             part = (ce if keep is None else ce * keep[i:i + FIT_BLOCK_ROWS]).sum() / m
             part.backward()
             total += part.detach()
-        reg = weight_decay * sum((w * w).sum() for w in weights)
+        reg = penalty()
         reg.backward()
         return total + reg.detach()
 

@@ -34,6 +34,9 @@ def _residual(probs: np.ndarray, labels: np.ndarray) -> torch.Tensor:
     return p - torch.nn.functional.one_hot(y, c).to(p.dtype)
 
 
+FINITE_BLOCK_ROWS = 65_536  # rows whose |h| finite_rows takes at a time
+
+
 class LazyGradientEmbedding:
     """The unprojected "full" gradient embedding (n, C * h), computed a block of rows at a time.
 
@@ -73,10 +76,11 @@ class LazyGradientEmbedding:
         h = self.last_input.numpy()
         ok = np.isfinite(r).all(1)
         h_max = np.empty(len(h))
-        for start in range(0, len(h), 65_536):  # by blocks: |h| of every row at once is (n, h) again
-            block = np.abs(h[start:start + 65_536])
-            ok[start:start + 65_536] &= np.isfinite(block).all(1)
-            h_max[start:start + 65_536] = block.max(1, initial=0.0)
+        for start in range(0, len(h), FINITE_BLOCK_ROWS):  # |h| of every row at once is (n, h) again
+            rows = slice(start, start + FINITE_BLOCK_ROWS)
+            block = np.abs(h[rows])
+            ok[rows] &= np.isfinite(block).all(1)
+            h_max[rows] = block.max(1, initial=0.0)
         bound = np.abs(r).max(1, initial=0.0) * h_max
         for row in np.flatnonzero(ok & (bound >= 1e38)).tolist():
             ok[row] = bool(np.isfinite(self.block(row, row + 1)).all())

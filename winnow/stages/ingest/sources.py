@@ -250,9 +250,10 @@ def read_table_file(path: Path, *, features: str, data_root: str = "", allow_any
     try:
         if features and not is_csv:
             # The vectors are read a batch at a time below, into their array; the rest at once.
-            names = pq.read_schema(path).names
+            file_schema = pq.read_schema(path)
+            names = file_schema.names
             if features in names:
-                feature_type = pq.read_schema(path).field(features).type
+                feature_type = file_schema.field(features).type
             table = _read_file(path, columns=[c for c in names if c != features])
             cols = set(names)
         else:

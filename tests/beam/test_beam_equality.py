@@ -98,3 +98,41 @@ def test_crossfit_backbone_on_beam_equals_local(runs: tuple[Path, Path], tmp_pat
         assert len(json.loads(res.stdout)["metrics"]["fold_backbone_accuracy"]) == 2
         roots.append(root)
     assert compare_stage(roots[0], roots[1], "embed") == []
+
+
+@pytest.mark.slow
+def test_a_killed_beam_embed_resumes_from_its_finished_shards(runs: tuple[Path, Path], tmp_path: Path):
+    # The worker that finishes a shard saves it; kill -9 right after the first save (the in-memory
+    # runner runs the workers' code in this process), rerun: the finished shard is loaded, the
+    # others embedded, and the result equals an uninterrupted local run.
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from winnow.pipeline.rundir import KILL_AFTER_SAVES_ENV
+
+    local, _ = runs
+    args = ["embed", "--warmup", "0", "--head-iters", "30", "--batch-size", "64", "--shard-size", "200",
+            "--device", "cpu", "--seed", "3", "--json", "-q"]
+    in_memory = ["--executor", "beam", "--beam-option", "direct_running_mode=in_memory",
+                 "--beam-option", "direct_num_workers=1"]
+    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
+    for root in (killed, fresh):
+        shutil.copytree(local / "ingest", root / "ingest")
+    env = {**os.environ, KILL_AFTER_SAVES_ENV: "1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "winnow.pipeline.cli", *args, "--run-dir", str(killed), *in_memory],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {proc.returncode}: {proc.stderr[-2000:]}"
+    assert not (killed / "embed").exists(), "a killed stage commits nothing"
+    assert len(list((killed / ".work" / "embed").rglob("shard-*.pt"))) == 1, "the finished shard survives the kill"
+
+    res = CliRunner().invoke(main, [*args, "--run-dir", str(killed), *in_memory])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)["metrics"]
+    assert (metrics["shards"], metrics["shards_loaded"], metrics["images_embedded"]) == (3, 1, 400)
+    assert not (killed / ".work" / "embed").exists(), "checkpoints are removed once the stage commits"
+    res = CliRunner().invoke(main, [*args, "--run-dir", str(fresh)])
+    assert res.exit_code == 0, res.output
+    assert compare_stage(fresh, killed, "embed") == []

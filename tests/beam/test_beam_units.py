@@ -18,7 +18,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from click.testing import CliRunner
 from PIL import Image
 
-from winnow.pipeline.beam.embed import local_batch_sizes
 from winnow.pipeline.beam.options import parse_beam_options, pipeline_options, winnow_options
 from winnow.pipeline.cli import main
 from winnow.stages.select.core import select
@@ -67,12 +66,6 @@ def test_model_copies_is_winnows_own_option():
     assert "model_copies" not in pipeline_options(["model_copies=2"]).get_all_options(retain_unknown_options=True)
     with pytest.raises(ValueError, match="model_copies"):
         winnow_options(["model_copies=zero"])
-
-
-def test_local_batch_sizes_follow_the_local_shards_and_batches():
-    ok = np.array([1, 1, 0, 1, 1, 1, 1, 0, 1], bool)
-    # shards of 5 rows: [0..4] has ok rows 0,1,3,4 -> batches (0,1,3) (4); [5..8] has 5,6,8 -> (5,6,8)
-    assert local_batch_sizes(ok, 3, 5).tolist() == [3, 3, 0, 3, 1, 3, 3, 0, 3]
 
 
 def test_cli_offers_the_executor_on_the_data_parallel_stages_only():
@@ -211,3 +204,47 @@ def test_ingest_on_the_workers_reads_a_hugging_face_image_struct(tmp_path: Path)
     assert beam.manifest.equals(local.manifest)
     errors = local.manifest["error"].to_pylist()
     assert errors[:9] == [None] * 9 and "not found" in errors[9]
+
+
+def _pid_and_sum(item: int, *, x, t, table) -> tuple[int, int, float]:
+    import os
+
+    import torch
+
+    assert isinstance(x, np.ndarray) and isinstance(t, torch.Tensor) and isinstance(table, pa.Table)
+    return item, os.getpid(), float(x.sum() + t.sum() + sum(table["a"].to_pylist()))
+
+
+def test_map_on_workers_runs_every_item_in_a_worker_process_and_keeps_their_order(tmp_path: Path):
+    import os
+
+    import torch
+
+    from winnow.pipeline.beam.workers import map_on_workers
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    data = {"x": x, "t": torch.ones(2), "table": pa.table({"a": [1, 2]})}
+    got = map_on_workers(_pid_and_sum, [5, 3, 9, 1], data, options=pipeline_options([]), work=tmp_path)
+    assert [item for item, _, _ in got] == [5, 3, 9, 1]
+    assert all(pid != os.getpid() for _, pid, _ in got), "the default runner's worker processes ran them"
+    assert {s for _, _, s in got} == {66.0 + 2.0 + 3}
+
+
+def test_crossfit_heads_fitted_on_the_workers_equal_the_local_fit_bitwise(tmp_path: Path):
+    import functools
+
+    from winnow.pipeline.beam.workers import map_on_workers
+    from winnow.stages.embed.crossfit import crossfit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0).astype(np.int64) + (x[:, 1] > 1)
+    fit = np.ones(300, bool)
+    fit[:20] = False  # rows outside the folds: scored by the all-rows head
+    # (the mlp head: its all-rows head gives every row's last-layer input, so all of it is compared)
+    local = crossfit(x, y, fit, np.ones(300, bool), 3, folds=3, kind="mlp", hidden=8, iters=20, seed=4)
+    beam_ = crossfit(x, y, fit, np.ones(300, bool), 3, folds=3, kind="mlp", hidden=8, iters=20, seed=4,
+                     map_heads=functools.partial(map_on_workers, options=pipeline_options([]), work=tmp_path))
+    np.testing.assert_array_equal(beam_.logits, local.logits)
+    np.testing.assert_array_equal(beam_.last_input, local.last_input)
+    assert beam_.fold_accuracy == local.fold_accuracy

@@ -276,3 +276,14 @@ def test_feature_table_manifest_with_a_network_suggests_model_features():
     bad = manifest.set_column(manifest.schema.get_field_index("image"), "image", pa.array([b"x"] * 8))
     with pytest.raises(ValueError, match=r"^none of the first 8 usable manifest rows has a decodable image; row 'r0'"):
         run_embed(bad, EmbedParams(model="small_cnn", weights="none", **FAST), num_classes=3)
+
+
+def test_shard_plan_batches_the_pending_shards_usable_rows_as_the_local_stage_does():
+    from winnow.stages.embed.core import ShardPlan
+
+    ok = np.array([1, 1, 0, 1, 1, 1, 1, 0, 1], bool)
+    # shards of 5 rows: [0..4] has ok rows 0,1,3,4 -> batches (0,1,3) (4); [5..8] has 5,6,8 -> (5,6,8)
+    plan = ShardPlan([(0, 5), (5, 9)], ["a", "b"], {}, [0, 1])
+    assert [(i, r.tolist()) for i, r in plan.rows(ok, 3)] == [(0, [0, 1, 3]), (0, [4]), (1, [5, 6, 8])]
+    plan.pending = [1]  # shard 0 finished by an earlier run
+    assert [(i, r.tolist()) for i, r in plan.rows(ok, 3)] == [(1, [5, 6, 8])]

@@ -106,3 +106,25 @@ def test_without_a_network_trained_here_the_option_is_refused(params: dict, feat
     kwargs = {"features": np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)} if features else {}
     with pytest.raises(ValueError, match="--crossfit backbone"):
         run_embed(manifest, EmbedParams(crossfit="backbone", folds=2, num_workers=0, **params), num_classes=3, **kwargs)
+
+
+def test_every_training_loop_goes_through_map_work_and_gives_the_same_result():
+    # The Beam executor passes a map that runs each unit on a worker; a spy map here records
+    # what is handed over: the main warm-up, the cross-fit's heads, then the fold warm-ups in one call.
+    from winnow.stages.common.mapping import map_in_process
+
+    calls: list[list] = []
+
+    def spy(fn, items, data):
+        calls.append(list(items))
+        # only the data travels: the function holds small arguments, the data arrays and tables
+        assert all(isinstance(v, (np.ndarray, pa.Table)) or hasattr(v, "numpy") for v in data.values())
+        return map_in_process(fn, items, data)
+
+    manifest = make_manifest(N)
+    params = EmbedParams(crossfit="backbone", **FAST)
+    spied = run_embed(manifest, params, num_classes=3, fold_ids=FOLDS, map_work=spy)
+    plain = run_embed(manifest, params, num_classes=3, fold_ids=FOLDS)
+    assert calls == [[(None, "warmup")], [0, 1], [(0, "warmup-fold-1-of-2"), (1, "warmup-fold-2-of-2")]]
+    np.testing.assert_array_equal(spied.probs, plain.probs)
+    np.testing.assert_array_equal(spied.embedding, plain.embedding)

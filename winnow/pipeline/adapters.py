@@ -43,9 +43,12 @@ def ingest_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
 # embed
 
 
-def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
+def embed_adapter(ctx: StageContext, params: Any, *, map_work: Any = None) -> dict[str, Any]:
+    """``map_work``: where the warm-ups and the cross-fit's heads train (the Beam executor
+    passes its workers; default: this process)."""
     import torch
 
+    from winnow.stages.common.mapping import map_in_process
     from winnow.stages.embed.core import run_embed
 
     manifest = load_manifest(ctx.run)
@@ -54,6 +57,7 @@ def embed_adapter(ctx: StageContext, params: Any) -> dict[str, Any]:
         manifest, params, num_classes=len(classes), seed=ctx.seed, device=ctx.device,
         features=ingest_features(ctx.run), checkpoints=ctx.checkpoints, lazy_grad=True,
         copy_features=False,  # ingest's embedding, read for this call only
+        map_work=map_work or map_in_process,
     )
     write_features(ctx.out / schema.FEATURES, manifest, result, params)
     if result.model_state is not None:

@@ -1,22 +1,33 @@
 """embed on Beam: ``RunInference`` with a ``KeyedModelHandler`` (example ids as keys) over the
 backbone of :mod:`winnow.stages.embed.core`.
 
-1. The backbone is built, and warmed up when asked (a training loop: one machine), by
-   :func:`winnow.stages.embed.backbone.prepare_backbone`, the function the local stage calls (same seed).
+1. The backbone is built by :func:`winnow.stages.embed.backbone.prepare_backbone`, the function the
+   local stage calls (same seed); its warm-up, when asked (a training loop), runs on a worker
+   (:func:`winnow.pipeline.beam.workers.map_on_workers`), whose state the launcher loads.
 2. Workers decode the images in batches (:class:`winnow.stages.embed.data.BatchDecoder`) and run the
    backbone through ``RunInference``; the batch size is ``--batch-size``. Each worker process
    loads one model copy (``--beam-option model_copies=N`` shares N copies between the
-   processes of a machine instead, for large models on a GPU).
-3. The out-of-sample probabilities (K-fold cross-fitting, fold by fold) and the gradient
-   embeddings need every row's embedding and label; they run once on the collected (n, d)
-   embeddings through :func:`winnow.stages.embed.core.run_embed` with those embeddings as features,
-   so they are computed exactly as in the local stage. So are ``--crossfit backbone``'s fold
-   networks (training loops, on this machine), which get the backbone's options.
+   processes of a machine instead, for large models on a GPU). The rows are the local stage's
+   shards (:class:`winnow.stages.embed.core.ShardPlan`, ``--shard-size``): the rows of a shard
+   are grouped by its index and the worker that completes a shard saves it as a checkpoint in
+   the run's work folder, so a killed embed resumes from its finished shards on either
+   executor (the work folder must be on storage that the workers and the launcher share, as
+   for every file this executor exchanges).
+3. The out-of-sample probabilities (K-fold cross-fitting) and the gradient embeddings need
+   every row's embedding and label; they run on the collected (n, d) embeddings through
+   :func:`winnow.stages.embed.core.run_embed` with those embeddings as features, so they are
+   computed exactly as in the local stage. The K + 1 heads (L-BFGS over the fit rows: the costly
+   part) are fitted on the workers, with the launcher's thread count, and score the rows on the
+   launcher (one matrix product). With ``--model features`` (no network) this is all the stage
+   does on Beam. ``--crossfit backbone``'s fold networks warm up side by side on the workers
+   (with the backbone's options); their forward passes over the fit rows and their heads run on
+   the launcher.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -36,11 +47,14 @@ from winnow.pipeline.beam.io import (
     write_tables,
 )
 from winnow.pipeline.beam.options import pipeline_options, winnow_options
+from winnow.pipeline.beam.workers import map_on_workers
 from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names
+from winnow.stages.common.checkpoint import Checkpoints
 from winnow.stages.common.rows import usable_mask
 from winnow.stages.common.torch_utils import resolve_device
+from winnow.stages.embed.core import ShardPlan, finish_shard, gather_shards, plan_shards
 from winnow.stages.embed.data import BatchDecoder, ImageTransform
 from winnow.stages.embed.params import EmbedParams
 
@@ -101,8 +115,8 @@ class BackboneHandler(ModelHandler[tuple[np.ndarray, int], np.ndarray, Any]):
 
 
 class _Decode(beam.DoFn):
-    """A record batch of manifest rows -> (id, uint8 image) per row; undecodable rows go to
-    the ``errors`` output as (id, reason)."""
+    """A record batch of rows -> ((shard, row), (uint8 image, forward batch size)) per row;
+    an undecodable row goes to the ``errors`` output as (shard, (row, reason))."""
 
     def __init__(self, transform: ImageTransform) -> None:
         self.transform = transform
@@ -111,47 +125,73 @@ class _Decode(beam.DoFn):
         table = pa.Table.from_batches([batch])
         pixels, _, errors = BatchDecoder(table, [np.arange(table.num_rows)], self.transform)[0]
         pixels = pixels.numpy()
-        sizes = table["forward_batch"].to_pylist()
-        for j, (key, err) in enumerate(zip(table["id"].to_pylist(), errors)):
+        cols = zip(table["shard"].to_pylist(), table["row"].to_pylist(), table["forward_batch"].to_pylist(), errors)
+        for j, (shard, row, size, err) in enumerate(cols):
             if err is None:
-                yield key, (pixels[j], sizes[j])
+                yield (shard, row), (pixels[j], size)
             else:
-                yield beam.pvalue.TaggedOutput(ERRORS, (key, err))
+                yield beam.pvalue.TaggedOutput(ERRORS, (shard, (row, None, err)))
 
 
-def local_batch_sizes(ok: np.ndarray, batch_size: int, shard_size: int) -> np.ndarray:
-    """(n,) size of the forward batch each ``ok`` row is in when the local stage embeds it:
-    shards of ``shard_size`` rows, their ``ok`` rows in batches of ``batch_size`` (0 elsewhere)."""
-    out = np.zeros(len(ok), np.int64)
-    for a in range(0, len(ok), shard_size):
-        rows = a + np.flatnonzero(ok[a : a + shard_size])
-        for s in range(0, len(rows), batch_size):
-            out[rows[s : s + batch_size]] = len(rows[s : s + batch_size])
-    return out
+class _SaveShard(beam.DoFn):
+    """(shard, [(row, embedding or None, error or None), ...]) -> the shard's state, saved
+    through the checkpoint store (the local stage's :func:`winnow.stages.embed.core.finish_shard`)
+    and passed on to be collected."""
+
+    def __init__(self, shards: ShardPlan, checkpoints: Checkpoints | None) -> None:
+        self.shards, self.checkpoints = shards, checkpoints
+
+    def process(self, element: tuple[int, Iterable[tuple[int, np.ndarray | None, str | None]]]) -> Iterator[Any]:
+        index, items = element
+        got = sorted(items, key=lambda item: item[0])
+        done = [(r, v) for r, v, _ in got if v is not None]
+        failed = [(r, e) for r, v, e in got if v is None]
+        parts: list[tuple[torch.Tensor, torch.Tensor, list[str | None]]] = []
+        if done:
+            parts.append((torch.from_numpy(np.stack([v for _, v in done])),
+                          torch.tensor([r for r, _ in done]), [None] * len(done)))
+        if failed:
+            d = parts[0][0].shape[1] if parts else 0
+            parts.append((torch.zeros(len(failed), d), torch.tensor([r for r, _ in failed]), [e for _, e in failed]))
+        yield index, finish_shard(self.shards, index, parts, self.checkpoints)
 
 
 def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, transform: ImageTransform,
-                  params: EmbedParams, options: Any, work: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Embeddings by id of the manifest's ``ok`` rows, and decode errors by id."""
-    rows = pa.array(np.flatnonzero(ok), pa.int64())
+                  params: EmbedParams, shards: ShardPlan, checkpoints: Checkpoints | None, options: Any,
+                  work: Any) -> dict[int, dict[str, Any]]:
+    """The state of every pending shard of ``shards`` (each saved through ``checkpoints`` by the
+    worker that finishes it), by shard index; the shards in the same forward batches as locally."""
+    plan = shards.rows(ok, params.batch_size)
+    if not plan:
+        return {}
+    rows = np.concatenate([r for _, r in plan])
     cols = [c for c in ("id", "image", "uri") if c in manifest.column_names]
-    sizes = local_batch_sizes(ok, params.batch_size, params.shard_size)[np.flatnonzero(ok)]
-    table = manifest.select(cols).take(rows).append_column("forward_batch", pa.array(sizes, pa.int64()))
+    table = (manifest.select(cols).take(pa.array(rows, pa.int64()))
+             .append_column("row", pa.array(rows, pa.int64()))
+             .append_column("shard", pa.array(np.concatenate([np.full(len(r), i) for i, r in plan]), pa.int64()))
+             .append_column("forward_batch", pa.array(np.concatenate([np.full(len(r), len(r)) for _, r in plan]),
+                                                      pa.int64())))
     batches = table.combine_chunks().to_batches(params.batch_size)
-    out, err = temp_folder(work, "embed"), temp_folder(work, "embed-errors")
+    out = temp_folder(work, "embed")
     with beam.Pipeline(options=options) as p:
         decoded = (
             create_via_files(p, batches, temp_folder(work, "embed-rows"), "rows")
             | "decode" >> beam.ParDo(_Decode(transform)).with_outputs(ERRORS, main="images")
         )
-        _ = (
+        embedded = (
             decoded.images
             | "backbone" >> RunInference(KeyedModelHandler(handler))
-            | "embedding" >> beam.MapTuple(lambda key, result: (key, np.asarray(result.inference, np.float32)))
+            | "by shard" >> beam.MapTuple(
+                lambda key, result: (key[0], (key[1], np.asarray(result.inference, np.float32), None)))
+        )
+        _ = (
+            (embedded, decoded[ERRORS])
+            | "rows" >> beam.Flatten()
+            | "shards" >> beam.GroupByKey()
+            | "save shards" >> beam.ParDo(_SaveShard(dataclasses.replace(shards, done={}), checkpoints))
             | "collect" >> beam.ParDo(CollectToFolder(str(out)))
         )
-        _ = decoded[ERRORS] | "collect errors" >> beam.ParDo(CollectToFolder(str(err)))
-    return dict(read_collected(out)), dict(read_collected(err))
+    return dict(read_collected(out))
 
 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
@@ -166,41 +206,43 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     classes = class_names(manifest)
     num_classes = len(classes)
     features = ingest_features(ctx.run)
+    extra, beam_opts = winnow_options(ctx.beam_options)
+    on_workers = functools.partial(map_on_workers, options=pipeline_options(beam_opts), work=ctx.checkpoints.folder)
     if params.model == "features" or (features is not None and not params.model_file and params.model == "auto"):
-        return embed_adapter(ctx, params)  # no network to run: nothing to distribute
+        return {**embed_adapter(ctx, params, map_work=on_workers), "executor": "beam"}  # no network: heads on Beam
     t_start = time.perf_counter()
-    # The network and its warm-up (a training loop: one machine), by the local stage's own function.
+    # The network, by the local stage's own function; its warm-up (a training loop) on a worker.
     prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=ctx.seed, device=ctx.device,
-                                checkpoints=ctx.checkpoints)
+                                checkpoints=ctx.checkpoints, map_work=on_workers)
     backbone, model_state, metrics = prepared.backbone, prepared.model_state, dict(prepared.metrics)
     ok = usable_mask(manifest, need_label=False)
-    ids = manifest["id"].to_pylist()
-    extra, beam_opts = winnow_options(ctx.beam_options)
+    ids = np.asarray(manifest["id"].to_pylist(), dtype=object)
+    shards = plan_shards(params, backbone, ok, ids, ctx.checkpoints)
     handler = BackboneHandler(
         None if params.model_file else backbone.net, params.model_file, backbone.transform, backbone.name,
         ctx.device, params.amp, params.batch_size, model_copies=int(extra["model_copies"]) if "model_copies" in extra else None,
     )
     t0 = time.perf_counter()
-    vectors, decode_errors = embed_on_beam(manifest, ok, handler, backbone.transform, params,
-                                           pipeline_options(beam_opts), ctx.checkpoints.folder)
+    results = {**shards.done, **embed_on_beam(manifest, ok, handler, backbone.transform, params, shards,
+                                              ctx.checkpoints, pipeline_options(beam_opts), ctx.checkpoints.folder)}
+    for i in shards.pending:
+        if i not in results:  # a shard with no usable row
+            results[i] = finish_shard(shards, i, [], ctx.checkpoints)
     embed_seconds = time.perf_counter() - t0
-    d = len(next(iter(vectors.values()))) if vectors else 1
-    embedding = np.full((manifest.num_rows, d), np.nan, np.float32)
-    row_of = {key: r for r, key in enumerate(ids)}
-    for key, v in vectors.items():
-        embedding[row_of[key]] = v
+    embedding, decode_errors = gather_shards(shards.bounds, results, manifest.num_rows)
+    embedded = int(sum(ok[a:b].sum() for i, (a, b) in enumerate(shards.bounds) if i in shards.pending))
 
     # Cross-fitting and gradient embeddings exactly as the local stage, on these embeddings.
     plain = dataclasses.replace(params, model="features", model_file="", weights="", warmup=0)
     result = run_embed(manifest, plain, num_classes=num_classes, seed=ctx.seed, device=ctx.device, features=embedding,
-                       checkpoints=ctx.checkpoints, backbone_params=params)
+                       checkpoints=ctx.checkpoints, backbone_params=params, map_work=on_workers)
     errors = list(result.errors)
-    for key, reason in decode_errors.items():
-        r = row_of[key]
+    for r, reason in decode_errors.items():
         errors[r] = reason if errors[r] in (None, NAN_ERROR) else errors[r]
     metrics.update({k: v for k, v in result.metrics.items() if k not in ("model", "embed_seconds", "total_seconds")})
-    metrics.update(model=backbone.name, embed_seconds=embed_seconds, images_embedded=len(vectors),
-                   images_per_s=len(vectors) / embed_seconds if embed_seconds else 0.0,
+    metrics.update(model=backbone.name, embed_seconds=embed_seconds, images_embedded=embedded,
+                   images_per_s=embedded / embed_seconds if embed_seconds else 0.0,
+                   shards=len(shards.bounds), shards_loaded=len(shards.done),
                    total_seconds=time.perf_counter() - t_start, executor="beam")
     table = features_table(manifest, dataclasses.replace(result, errors=errors), params)
     with beam.Pipeline(options=pipeline_options(beam_opts)) as p:

@@ -7,6 +7,7 @@ weights. :mod:`.crossfit_backbone` calls it once per fold for ``--crossfit backb
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from winnow.models.backbones import load_model_file
 from winnow.models.registry import build_model, features_and_logits, get_spec, requires_weights_message
 from winnow.stages.common import schema
 from winnow.stages.common.checkpoint import Checkpoints
+from winnow.stages.common.mapping import Map, map_in_process
 from winnow.stages.common.rows import labels_array, split_array, usable_mask
 from winnow.stages.common.torch_utils import resolve_device, seed_everything
 from winnow.stages.embed.data import (
@@ -199,6 +201,7 @@ def prepare_backbone(
     model: nn.Module | None = None,
     holdout: np.ndarray | None = None,
     key: str = "warmup",
+    map_work: Map = map_in_process,
 ) -> PreparedBackbone:
     """Build the stage's network and warm it up when asked: steps 1 and 2 of :func:`run_embed`.
 
@@ -208,11 +211,34 @@ def prepare_backbone(
     and the warm-up are seeded by ``seed`` (global torch/numpy seeds are reset here), so every
     call starts from the same weights. ``holdout`` (row indices) are left out of the warm-up,
     whose state is checkpointed under ``key`` (``--crossfit backbone`` warms one network per
-    fold). Raises ValueError on bad options or a manifest without usable rows.
+    fold). The warm-up (a training loop) runs through ``map_work``: here, or on a Beam worker,
+    whose state is then loaded into this process's network. Raises ValueError on bad options
+    or a manifest without usable rows.
     """
+    return prepare_backbones(manifest, params, num_classes=num_classes, seed=seed, device=device,
+                             checkpoints=checkpoints, model=model, holdouts=[holdout], keys=[key],
+                             map_work=map_work)[0]
+
+
+def prepare_backbones(
+    manifest: pa.Table,
+    params: EmbedParams,
+    *,
+    num_classes: int,
+    seed: int,
+    device: str,
+    checkpoints: Checkpoints | None,
+    holdouts: list[np.ndarray | None],
+    keys: list[str],
+    model: nn.Module | None = None,
+    map_work: Map = map_in_process,
+) -> list[PreparedBackbone]:
+    """One network per ``keys[i]``, warmed up without the rows ``holdouts[i]`` (disjoint, or
+    None), all warm-ups handed to ``map_work`` at once (``--crossfit backbone``'s folds train
+    side by side on Beam's workers). Arguments as in :func:`prepare_backbone`."""
     check_params(params, num_classes)
     dev = resolve_device(device)
-    ok, labels, labelled, _ = manifest_arrays(manifest, num_classes)
+    ok = manifest_arrays(manifest, num_classes)[0]
     seed_everything(seed)
     backbone, epochs = build_backbone(manifest, params, ok, num_classes, dev, model)
     if params.crossfit == "backbone" and epochs == 0:
@@ -221,15 +247,44 @@ def prepare_backbone(
             "without --warmup), so it saw no label of this set and --crossfit head is already out of sample; "
             "use --crossfit head, or give --warmup E"
         )
-    metrics: dict[str, Any] = {"model": backbone.name}
-    model_state = None
-    if epochs > 0:
-        if holdout is not None:
-            labelled = labelled.copy()
-            labelled[np.asarray(holdout, np.int64)] = False
-        model_state = _warmup(manifest, params, backbone, labels, labelled, epochs, seed,
-                              auto_workers(params.num_workers, dev), dev.type == "cuda", checkpoints, metrics, key)
-    return PreparedBackbone(backbone, model_state, metrics)
+    if epochs == 0:
+        return [PreparedBackbone(backbone, None, {"model": backbone.name}) for _ in keys]
+    fold = np.full(manifest.num_rows, -1, np.int64)
+    units: list[tuple[int | None, str]] = []
+    for k, (rows, key) in enumerate(zip(holdouts, keys)):
+        if rows is not None:
+            fold[np.asarray(rows, np.int64)] = k
+        units.append((None if rows is None else k, key))
+    warm = functools.partial(warm_up_state, params=params, num_classes=num_classes, seed=seed, device=device,
+                             checkpoints=checkpoints)
+    out: list[PreparedBackbone] = []
+    for state, metrics in map_work(warm, units, {"manifest": manifest, "fold": fold}):
+        if out:  # a network of its own for each
+            seed_everything(seed)
+            backbone, _ = build_backbone(manifest, params, ok, num_classes, dev, model)
+        backbone.net.load_state_dict(state)
+        out.append(PreparedBackbone(backbone, state, {"model": backbone.name, **metrics}))
+    return out
+
+
+def warm_up_state(unit: tuple[int | None, str], *, manifest: pa.Table, fold: np.ndarray, params: EmbedParams,
+                  num_classes: int, seed: int, device: str,
+                  checkpoints: Checkpoints | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The warm-up of one network (a unit of :func:`prepare_backbones`: (fold k, whose rows of
+    ``fold`` it leaves out, or None; its checkpoint key)), in this process: its state (CPU
+    tensors) and metrics. A top-level function of small arguments, so that a
+    :data:`~winnow.stages.common.mapping.Map` can run it on another machine."""
+    k, key = unit
+    dev = resolve_device(device)
+    ok, labels, labelled, _ = manifest_arrays(manifest, num_classes)
+    if k is not None:
+        labelled = labelled & (np.asarray(fold) != k)
+    seed_everything(seed)
+    backbone, epochs = build_backbone(manifest, params, ok, num_classes, dev, None)
+    metrics: dict[str, Any] = {}
+    state = _warmup(manifest, params, backbone, labels, labelled, epochs, seed, auto_workers(params.num_workers, dev),
+                    dev.type == "cuda", checkpoints, metrics, key)
+    return state, metrics
 
 
 def batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from winnow.stages.common.checkpoint import Checkpoints
+from winnow.stages.common.mapping import Map, map_in_process
 from winnow.stages.common.progress import track
 from winnow.stages.common.reprs import short_repr
 from winnow.stages.common.torch_utils import resolve_device
@@ -105,6 +106,7 @@ def run_embed(
     backbone_params: EmbedParams | None = None,
     lazy_grad: bool = False,
     copy_features: bool = True,
+    map_work: Map = map_in_process,
 ) -> EmbedResult:
     """Embed every manifest row and compute out-of-sample probabilities and gradient embeddings.
 
@@ -132,6 +134,9 @@ def run_embed(
     copy_features : False lets the embedding be ``features`` itself, written to in place (NaN on
         unusable rows): for a caller that hands over an array it no longer needs (one (n, d) copy
         less; the local adapter).
+    map_work : where the network's warm-ups and the cross-fit's heads are trained
+        (:data:`winnow.stages.common.mapping.Map`): in this process by default; on the
+        workers with the Beam executor.
 
     Returns
     -------
@@ -162,7 +167,7 @@ def run_embed(
         metrics.update(model="features", embed_seconds=0.0)
     else:
         prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=seed, device=device,
-                                    checkpoints=checkpoints, model=model)
+                                    checkpoints=checkpoints, model=model, map_work=map_work)
         backbone, model_state = prepared.backbone, prepared.model_state
         metrics.update(prepared.metrics)
         workers = auto_workers(params.num_workers, dev)
@@ -185,6 +190,7 @@ def run_embed(
     cf = crossfit(
         embedding, labels, fit, valid, num_classes, folds=params.folds, kind=params.head, hidden=params.head_hidden,
         iters=params.head_iters, weight_decay=params.head_weight_decay, seed=seed, device=dev, fold_ids=folds_of,
+        map_heads=map_work,
     )
     probs = cf.probs
     fold_failed = np.zeros(n, bool)
@@ -192,7 +198,7 @@ def run_embed(
         fit_rows = np.flatnonzero(fit)
         fold_probs, fold_metrics = fold_backbone_probs(
             manifest, backbone_params or params, num_classes=num_classes, fit_rows=fit_rows, fold=cf.fold[fit_rows],
-            seed=seed, device=device, checkpoints=checkpoints,
+            seed=seed, device=device, checkpoints=checkpoints, map_work=map_work,
         )
         probs[fit_rows] = fold_probs
         fold_failed[fit_rows] = ~np.isfinite(fold_probs).all(1)
@@ -262,34 +268,66 @@ def _no_fit_rows_message(
             "images are readable")
 
 
+@dataclass
+class ShardPlan:
+    """The embedding's shards: row bounds, a fingerprint each (model + rows), the states of the
+    shards finished by an earlier run (from ``checkpoints``), and the shards still to embed.
+
+    Both executors go through it, so a killed embed resumes from its last finished shard
+    whichever ran it; a shard's state is ``{"fingerprint", "embedding", "errors"}``
+    (:func:`finish_shard`)."""
+
+    bounds: list[tuple[int, int]]
+    fingerprints: list[str]
+    done: dict[int, dict[str, Any]]
+    pending: list[int]
+
+    def rows(self, ok: np.ndarray, batch_size: int) -> list[tuple[int, np.ndarray]]:
+        """(shard, rows) of every forward batch of the pending shards' ``ok`` rows."""
+        plan: list[tuple[int, np.ndarray]] = []
+        for i in self.pending:
+            a, b = self.bounds[i]
+            plan += [(i, rows) for rows in batches(a + np.flatnonzero(ok[a:b]), batch_size)]
+        return plan
+
+
+def plan_shards(params: EmbedParams, backbone: Backbone, ok: np.ndarray, ids: np.ndarray,
+                checkpoints: Checkpoints | None) -> ShardPlan:
+    """Cut the rows into ``params.shard_size`` shards and load those already finished."""
+    n = len(ok)
+    model_fp = repr((backbone.name, backbone.transform, state_hash(backbone.net)))
+    bounds = [(s, min(s + params.shard_size, n)) for s in range(0, n, params.shard_size)]
+    plan = ShardPlan(bounds, [], {}, [])
+    for i, (a, b) in enumerate(bounds):
+        plan.fingerprints.append(
+            hashlib.sha256((model_fp + "\x00".join(ids[a:b]) + repr(ok[a:b].tobytes())).encode()).hexdigest())
+        state = checkpoints.load(shard_key(i)) if checkpoints is not None else None
+        if state is not None and state.get("fingerprint") == plan.fingerprints[i]:
+            plan.done[i] = state
+        else:
+            plan.pending.append(i)
+    return plan
+
+
+def shard_key(index: int) -> str:
+    """The checkpoint key of shard ``index``."""
+    return f"shard-{index:05d}"
+
+
 def _embed_shards(
     manifest: pa.Table, params: EmbedParams, backbone: Backbone, ok: np.ndarray, ids: np.ndarray, workers: int,
     pin: bool, checkpoints: Checkpoints | None, metrics: dict[str, Any],
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Embed all ``ok`` rows shard by shard, loading finished shards from ``checkpoints``."""
-    n = len(ok)
-    model_fp = repr((backbone.name, backbone.transform, state_hash(backbone.net)))
-    shards = [(s, min(s + params.shard_size, n)) for s in range(0, n, params.shard_size)]
-    results: dict[int, dict[str, Any]] = {}
-    pending: list[int] = []
-    fps: list[str] = []
-    for i, (a, b) in enumerate(shards):
-        fps.append(hashlib.sha256((model_fp + "\x00".join(ids[a:b]) + repr(ok[a:b].tobytes())).encode()).hexdigest())
-        state = checkpoints.load(f"shard-{i:05d}") if checkpoints is not None else None
-        if state is not None and state.get("fingerprint") == fps[i]:
-            results[i] = state
-        else:
-            pending.append(i)
-    metrics.update(shards=len(shards), shards_loaded=len(results))
+    shards = plan_shards(params, backbone, ok, ids, checkpoints)
+    results = dict(shards.done)
+    metrics.update(shards=len(shards.bounds), shards_loaded=len(results))
 
     # One loader over the batches of every pending shard: shard boundaries are batch boundaries,
     # so workers keep decoding ahead across shards.
-    plan: list[tuple[int, np.ndarray]] = []
-    for i in pending:
-        a, b = shards[i]
-        plan += [(i, rows) for rows in batches(a + np.flatnonzero(ok[a:b]), params.batch_size)]
-    remaining = {i: sum(1 for j, _ in plan if j == i) for i in pending}
-    parts: dict[int, list[tuple[torch.Tensor, torch.Tensor, list[str | None]]]] = {i: [] for i in pending}
+    plan = shards.rows(ok, params.batch_size)
+    remaining = {i: sum(1 for j, _ in plan if j == i) for i in shards.pending}
+    parts: dict[int, list[tuple[torch.Tensor, torch.Tensor, list[str | None]]]] = {i: [] for i in shards.pending}
     t0 = time.perf_counter()
     loader = make_loader(BatchDecoder(manifest, [r for _, r in plan], backbone.transform), num_workers=workers,
                          pin_memory=pin)
@@ -299,19 +337,25 @@ def _embed_shards(
         done += len(rows)
         remaining[i] -= 1
         if remaining[i] == 0:
-            results[i] = _finish_shard(shards[i], parts.pop(i), fps[i], checkpoints, i)
+            results[i] = finish_shard(shards, i, parts.pop(i), checkpoints)
     for i in list(parts):  # shards with no usable row
-        results[i] = _finish_shard(shards[i], parts.pop(i), fps[i], checkpoints, i)
+        results[i] = finish_shard(shards, i, parts.pop(i), checkpoints)
     seconds = time.perf_counter() - t0
     metrics.update(embed_seconds=seconds, images_embedded=done, images_per_s=done / seconds if done else 0.0)
+    return gather_shards(shards.bounds, results, len(ok))
 
+
+def gather_shards(bounds: list[tuple[int, int]], results: dict[int, dict[str, Any]],
+                  n: int) -> tuple[np.ndarray, dict[int, str]]:
+    """The (n, d) embedding (NaN where a row has none) and the decode errors by row, from every
+    shard's state."""
     dims = {int(r["embedding"].shape[1]) for r in results.values() if r["embedding"].shape[1] > 0}
     if len(dims) > 1:
         raise ValueError(f"shards disagree on the embedding size {sorted(dims)}; rerun with a fresh stage folder")
     d = dims.pop() if dims else 1
     embedding = np.full((n, d), np.nan, np.float32)
     decode_errors: dict[int, str] = {}
-    for i, (a, b) in enumerate(shards):
+    for i, (a, b) in enumerate(bounds):
         emb = results[i]["embedding"]
         if emb.shape[1]:
             embedding[a:b] = emb.numpy()
@@ -321,11 +365,13 @@ def _embed_shards(
     return embedding, decode_errors
 
 
-def _finish_shard(
-    bounds: tuple[int, int], parts: list[tuple[torch.Tensor, torch.Tensor, list[str | None]]], fingerprint: str,
-    checkpoints: Checkpoints | None, index: int,
+def finish_shard(
+    shards: ShardPlan, index: int, parts: list[tuple[torch.Tensor, torch.Tensor, list[str | None]]],
+    checkpoints: Checkpoints | None,
 ) -> dict[str, Any]:
-    a, b = bounds
+    """Shard ``index``'s state from its batches' (embeddings, rows, decode errors), saved through
+    ``checkpoints``; a row with a decode error gets NaN. ``parts`` may be empty (no usable row)."""
+    a, b = shards.bounds[index]
     d = parts[0][0].shape[1] if parts else 0
     emb = torch.full((b - a, d), float("nan"))
     errs = [""] * (b - a)
@@ -335,7 +381,7 @@ def _finish_shard(
             if e is not None:
                 errs[r - a] = e
                 emb[r - a] = float("nan")
-    state = {"fingerprint": fingerprint, "embedding": emb, "errors": errs}
+    state = {"fingerprint": shards.fingerprints[index], "embedding": emb, "errors": errs}
     if checkpoints is not None:
-        checkpoints.save(f"shard-{index:05d}", state)
+        checkpoints.save(shard_key(index), state)
     return state

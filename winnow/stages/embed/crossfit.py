@@ -18,13 +18,17 @@ after 60). Pretrained ``--weights`` or the ingest feature table saw no label of 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
+
+from winnow.stages.common.mapping import Map, map_in_process
 
 
 @dataclass
@@ -183,6 +187,24 @@ def fit_head(
     return head.eval()
 
 
+HeadState = dict[str, torch.Tensor]
+
+
+def fit_fold_head(k: int, *, x: Any, y: Any, folds: np.ndarray, num_classes: int, kind: str, hidden: int,
+                  iters: int, weight_decay: float, seed: int, device: torch.device | str = "cpu") -> HeadState:
+    """The parameters of the head fitted without fold ``k`` (on every fit row when no row is in
+    fold ``k``: the all-rows head), seeded ``seed * 1000 + k``.
+
+    ``x`` (m, d) standardised fit rows and ``y`` (m,) labels, as tensors or numpy arrays;
+    ``folds`` (m,) the fold of each fit row. A top-level function of scalars and arrays, so
+    that any :data:`winnow.stages.common.mapping.Map` can run it elsewhere."""
+    x, y = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+    train = np.asarray(folds) != k
+    head = fit_head(x, y, num_classes, kind=kind, hidden=hidden, iters=iters, weight_decay=weight_decay,
+                    seed=seed * 1000 + k, rows=None if train.all() else train)
+    return {name: t.detach().cpu() for name, t in head.state_dict().items()}
+
+
 def crossfit(
     embedding: np.ndarray,
     labels: np.ndarray,
@@ -198,6 +220,7 @@ def crossfit(
     seed: int = 0,
     device: torch.device | str = "cpu",
     fold_ids: np.ndarray | None = None,
+    map_heads: Map = map_in_process,
 ) -> CrossFit:
     """Cross-fitted probabilities for every row of ``predict_mask``.
 
@@ -213,6 +236,8 @@ def crossfit(
     seed : fold assignment and head initialisation seed.
     device : where the heads train.
     fold_ids : optional (fit rows,) precomputed fold of each fit row (tests, reproducibility).
+    map_heads : how the K fold heads (and the all-rows head) are fitted; default: in turn, in
+        this process. The Beam executor fits them on its workers.
 
     Returns
     -------
@@ -234,24 +259,26 @@ def crossfit(
     # Every row labelled (the usual case): the fit rows are x_all itself, not a copy of it.
     x_fit = x_all if len(fit_rows) == n else x_all[torch.as_tensor(fit_rows, device=device)]
 
-    def head_for(train: np.ndarray, head_seed: int) -> nn.Module:
-        if len(train) == len(fit_rows):
-            return fit_head(x_fit, y_all, c, kind=kind, hidden=hidden, iters=iters, weight_decay=weight_decay,
-                            seed=head_seed)
-        mask = np.zeros(len(fit_rows), dtype=bool)
-        mask[train] = True
-        return fit_head(x_fit, y_all, c, kind=kind, hidden=hidden, iters=iters, weight_decay=weight_decay,
-                        seed=head_seed, rows=mask)
+    # Every head is fitted first (the costly part: L-BFGS over the fit rows), then each scores its rows.
+    all_rows_head = len(fit_rows) > 0 and (kind == "mlp" or len(other_rows) > 0)
+    fit = functools.partial(fit_fold_head, num_classes=c, kind=kind, hidden=hidden, iters=iters,
+                            weight_decay=weight_decay, seed=seed, device=device)
+    states = map_heads(fit, list(range(folds + all_rows_head)), {"x": x_fit, "y": y_all, "folds": folds_of})
+    d = embedding.shape[1]
 
-    h_dim = hidden if kind == "mlp" else embedding.shape[1]
+    def head(k: int) -> nn.Module:
+        out = _Head(d, c, kind, hidden)
+        out.load_state_dict(states[k])
+        return out.to(device).eval()
+
+    h_dim = hidden if kind == "mlp" else d
     logits = np.full((n, c), np.nan, np.float32)
     fold_col = np.full(n, -1, np.int64)
     accs: list[float] = []
     for k in range(folds):
         held = np.flatnonzero(folds_of == k)
-        head = head_for(np.flatnonzero(folds_of != k), seed * 1000 + k)
         with torch.no_grad():
-            _, z = head(x_fit[torch.as_tensor(held, device=device)])
+            _, z = head(k)(x_fit[torch.as_tensor(held, device=device)])
         rows = fit_rows[held]
         logits[rows], fold_col[rows] = z.cpu().numpy(), k
         accs.append(float((z.argmax(1).cpu().numpy() == y_fit[held]).mean()) if len(held) else float("nan"))
@@ -262,17 +289,15 @@ def crossfit(
     # only p, which carries the label signal, stays out of sample from the fold heads.
     predict_rows = np.flatnonzero(predict_mask)
     if kind == "mlp" and len(fit_rows):
-        head = head_for(np.arange(len(fit_rows)), seed * 1000 + folds)
         with torch.no_grad():
-            h, z = head(x_all[torch.as_tensor(predict_rows, device=device)])
+            h, z = head(folds)(x_all[torch.as_tensor(predict_rows, device=device)])
         last = np.full((n, h_dim), np.nan, np.float32)
         last[predict_rows] = h.cpu().numpy()
         logits[other_rows] = z.cpu().numpy()[~fit_mask[predict_rows]]
     else:
-        if len(fit_rows) and len(other_rows):  # rows outside the folds (trusted): the all-rows head
-            head = head_for(np.arange(len(fit_rows)), seed * 1000 + folds)
+        if all_rows_head:  # rows outside the folds (trusted): the all-rows head
             with torch.no_grad():
-                _, z = head(x_all[torch.as_tensor(other_rows, device=device)])
+                _, z = head(folds)(x_all[torch.as_tensor(other_rows, device=device)])
             logits[other_rows] = z.cpu().numpy()
         # The linear head's input is the standardised embedding itself: no (n, d) copy of it
         # (with trusted rows, the all-rows head's pass over every row held two: 1 GB at 1M x 128).

@@ -24,7 +24,8 @@ import pyarrow as pa
 import torch
 
 from winnow.stages.common.checkpoint import Checkpoints
-from winnow.stages.embed.backbone import Backbone, batches, manifest_arrays, prepare_backbone
+from winnow.stages.common.mapping import Map, map_in_process
+from winnow.stages.embed.backbone import Backbone, batches, manifest_arrays, prepare_backbones
 from winnow.stages.embed.crossfit import fit_head, standardise
 from winnow.stages.embed.data import BatchDecoder, auto_workers, make_loader
 from winnow.stages.embed.params import EmbedParams
@@ -40,6 +41,7 @@ def fold_backbone_probs(
     seed: int = 0,
     device: str = "cpu",
     checkpoints: Checkpoints | None = None,
+    map_work: Map = map_in_process,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Class probabilities of each fit row from a network and a head both trained without its fold.
 
@@ -58,6 +60,8 @@ def fold_backbone_probs(
         :func:`winnow.stages.embed.core.run_embed` (``params`` must describe a network with a warm-up).
     fit_rows : (m,) manifest rows in the folds (labelled and valid).
     fold : (m,) fold in [0, K) of each fit row (the head's folds, so both agree).
+    map_work : where the K warm-ups run (:data:`winnow.stages.common.mapping.Map`): in turn
+        here by default, side by side on the workers with the Beam executor.
 
     Returns
     -------
@@ -70,11 +74,11 @@ def fold_backbone_probs(
     folds = int(fold.max()) + 1 if len(fold) else 0
     probs = np.full((len(fit_rows), num_classes), np.nan, np.float32)
     accuracy: list[float] = []
+    prepared = prepare_backbones(manifest, params, num_classes=num_classes, seed=seed, device=device,
+                                 checkpoints=checkpoints, holdouts=[fit_rows[fold == k] for k in range(folds)],
+                                 keys=[f"warmup-fold-{k + 1}-of-{folds}" for k in range(folds)], map_work=map_work)
     for k in range(folds):
-        prepared = prepare_backbone(manifest, params, num_classes=num_classes, seed=seed, device=device,
-                                    checkpoints=checkpoints, holdout=fit_rows[fold == k],
-                                    key=f"warmup-fold-{k + 1}-of-{folds}")
-        feats, logits = _embed_and_classify(manifest, prepared.backbone, fit_rows, params, num_classes)
+        feats, logits = _embed_and_classify(manifest, prepared[k].backbone, fit_rows, params, num_classes)
         ok = np.isfinite(feats).all(1) & np.isfinite(logits).all(1)
         x = standardise(feats, ok)
         train, held = np.flatnonzero(ok & (fold != k)), np.flatnonzero(ok & (fold == k))

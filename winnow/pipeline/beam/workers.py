@@ -1,0 +1,84 @@
+"""A :data:`winnow.stages.common.mapping.Map` on Beam's workers: a stage's training loops (the
+embed warm-ups, the cross-fit's heads) run there, not on the launcher.
+
+The data (arrays, tensors, Arrow tables) go to ``.npy`` / Arrow IPC files in the run's work
+folder (storage the launcher and the workers share, as for every file this executor
+exchanges), never through the pipeline graph; each worker loads them once per DoFn instance
+(tables memory-mapped). The results come back through
+:class:`~winnow.pipeline.beam.io.CollectToFolder`, in the items' order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import torch
+
+from winnow.pipeline.beam.io import CollectToFolder, read_collected, temp_folder
+
+
+class _Apply(beam.DoFn):
+    """(index, item) -> (index, fn(item, **arrays)), with the arrays loaded from ``folder`` and
+    torch's thread count set to the launcher's (a fit's floating-point result depends on it:
+    the same count gives the local stage's result bit for bit)."""
+
+    def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: int) -> None:
+        self.fn, self.folder, self.names, self.threads = fn, folder, names, threads
+
+    def setup(self) -> None:
+        self.arrays = {name: _load(Path(self.folder), name) for name in self.names}
+
+    def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, Any]]:
+        index, item = element
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield index, self.fn(item, **self.arrays)
+        finally:
+            torch.set_num_threads(before)
+
+
+def _save(folder: Path, name: str, value: Any) -> None:
+    if isinstance(value, pa.Table):
+        with pa.OSFile(str(folder / f"{name}.arrow"), "wb") as sink, pa.ipc.new_file(sink, value.schema) as writer:
+            writer.write_table(value)
+    else:  # a tensor comes back as a tensor, an array as an array
+        kind = "pt" if isinstance(value, torch.Tensor) else "np"
+        np.save(folder / f"{name}.{kind}.npy", value.cpu().numpy() if kind == "pt" else np.asarray(value))
+
+
+def _load(folder: Path, name: str) -> Any:
+    if (folder / f"{name}.arrow").is_file():
+        return pa.ipc.open_file(pa.memory_map(str(folder / f"{name}.arrow"))).read_all()
+    if (folder / f"{name}.pt.npy").is_file():
+        return torch.from_numpy(np.load(folder / f"{name}.pt.npy"))
+    return np.load(folder / f"{name}.np.npy")
+
+
+def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str, Any], *, options: Any,
+                   work: Path) -> list[Any]:
+    """``[fn(item, **arrays) for item in items]``, each call on a Beam worker.
+
+    ``fn`` must pickle small (a top-level function, or a ``functools.partial`` of one with
+    small arguments); ``arrays`` are numpy arrays, CPU tensors or Arrow tables of any size,
+    and reach ``fn`` as the same type."""
+    folder = temp_folder(work, "map-data")
+    for name, value in arrays.items():
+        _save(folder, name, value)
+    out = temp_folder(work, "map-results")
+    with beam.Pipeline(options=options) as p:
+        _ = (
+            p
+            | "items" >> beam.Create(list(enumerate(items)))
+            | "spread" >> beam.Reshuffle()
+            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), torch.get_num_threads()))
+            | "collect" >> beam.ParDo(CollectToFolder(str(out)))
+        )
+    results = dict(read_collected(out))
+    return [results[i] for i in range(len(items))]
+

@@ -324,3 +324,51 @@ def test_with_exact_flips_the_knn_weight_does_not_depend_on_the_seed():
         assert len(exact) == 1
         random_varied |= len(random) > 1
     assert random_varied  # the case is one where the seed did matter
+
+
+def test_the_knn_vote_searches_fixed_chunks_that_any_map_may_run_in_any_order(monkeypatch):
+    # The searches are cut into fixed chunks that a Map can run on other machines, in any
+    # order: the votes are the same bit for bit, and within float rounding of one search.
+    from winnow.stages.export import scores
+
+    rng = np.random.default_rng(0)
+    n, c = 10_000, 4
+    labels = rng.integers(0, c, n)
+    emb = (rng.normal(size=(n, 16)) + 2 * np.eye(c, 16)[labels]).astype(np.float32)
+    trusted = rng.random(n) < 0.05
+    whole = trusted_knn_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, k=5)
+    monkeypatch.setattr(scores, "KNN_CHUNK_ROWS", 4096)
+    units: list = []
+
+    def reversed_map(fn, items, data):
+        units.extend(items)
+        return [fn(item, **data) for item in items[::-1]][::-1]
+
+    chunked = trusted_knn_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, k=5)
+    spied = trusted_knn_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, k=5,
+                              map_work=reversed_map)
+    assert units == [(0, 4096), (4096, 8192), (8192, 10_000)]
+    np.testing.assert_array_equal(spied, chunked)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+    assert (chunked.argmax(1) == whole.argmax(1)).all()
+
+
+def test_the_linear_votes_fits_go_through_map_work():
+    rng = np.random.default_rng(4)
+    c, n = 3, 300
+    labels = rng.integers(0, c, n)
+    emb = rng.normal(size=(n, 5)) + 1.5 * np.eye(c, 5)[labels]
+    trusted = np.arange(n) < 90
+    units: list = []
+
+    def spy(fn, items, data):
+        units.append(list(items))
+        assert set(data) == {"z", "y", "fold_of"} and len(data["z"]) == 90  # the trusted rows only travel
+        return [fn(item, **data) for item in items]
+
+    out, info = trusted_linear_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, seed=3,
+                                     cs=(0.1, 1.0), map_work=spy)
+    ref, _ = trusted_linear_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, seed=3,
+                                  cs=(0.1, 1.0))
+    assert units == [[(cc, k) for cc in (0.1, 1.0) for k in range(5)], [(info["c"], -1)]]
+    np.testing.assert_array_equal(out, ref)

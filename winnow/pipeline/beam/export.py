@@ -1,10 +1,12 @@
 """export on Beam: the per-id export columns are joined to the manifest rows by id on the workers.
 
-1. On the launcher, :func:`winnow.stages.export.core.export_columns` computes every per-row decision
-   (scores, calibrated flags, suggested labels, train weights) and the summary from the small
-   columns: the manifest without its ``image`` bytes, the features, coreset and weights. The
-   scores need every row (the trusted rows' vote and the calibration are global), and these
-   columns are small.
+1. :func:`winnow.stages.export.core.export_columns` computes every per-row decision (scores,
+   calibrated flags, suggested labels, train weights) and the summary from the small columns:
+   the manifest without its ``image`` bytes, the features, coreset and weights. The trusted
+   rows' votes run on the workers: the kNN vote's searches (65,536 query rows each, against
+   the trusted rows) and the linear vote's fits (:func:`winnow.pipeline.beam.workers.map_on_workers`),
+   bit for bit as locally. The rest runs on the launcher: the calibration needs every row's
+   score, and the audit's kNN graph (duplicates, outliers) is one global FAISS index.
 2. On the workers, ``ReadFromParquetBatched`` reads ``manifest.parquet`` (image bytes included)
    by row group; each batch is joined by ``id`` with the per-id columns (a side input) and
    cut into pieces of the output files it belongs to (``curated``, ``train``, ``flags``, sharded
@@ -19,6 +21,7 @@ The launcher never holds the image bytes; the files are byte-identical to the lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatch
 
 from winnow.pipeline.beam.io import create_via_files, shard_names, temp_folder
 from winnow.pipeline.beam.options import pipeline_options
+from winnow.pipeline.beam.workers import map_on_workers
 from winnow.pipeline.runner import StageContext
 from winnow.stages.common import schema
 from winnow.stages.export.core import ExportColumns, curated_rows, export_columns, train_rows
@@ -183,7 +187,8 @@ def export_on_beam(manifest_path: Path, features: pa.Table | None, coreset: pa.T
         counts = pc.value_counts(ids)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
         raise ValueError(f"export on Beam joins by id, but manifest id {dup!r} is not unique; re-run ingest")
-    columns = export_columns(small, features, coreset, weights, params, seed=seed)
+    columns = export_columns(small, features, coreset, weights, params, seed=seed,
+                             map_work=functools.partial(map_on_workers, options=options, work=work))
     del small
     plan = join_plan(ids, columns, manifest_schema, params.shard_rows)
     folder = temp_folder(work, "export")

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from winnow.stages.common import schema
 from winnow.stages.common.arrow import class_names, vectors_from_arrow, with_metadata
+from winnow.stages.common.mapping import Map, map_in_process
 from winnow.stages.common.params import to_dict, validate_choices
 from winnow.stages.common.reprs import short_repr
 from winnow.stages.export.audit import audit
@@ -412,6 +413,7 @@ def export_columns(
     params: ExportParams,
     *,
     seed: int = 0,
+    map_work: Map = map_in_process,
 ) -> ExportColumns:
     """Scores, flags, calibration, train weights and summary: every per-row decision of
     :func:`export`, without building the output tables.
@@ -419,7 +421,9 @@ def export_columns(
     ``manifest`` needs only ``id``, ``label``, ``split`` (and ``error``, ``label_name`` and the
     class-name metadata when present): the image bytes are not read, so an executor can compute
     the columns on one machine and join them to the full manifest rows by id elsewhere
-    (:func:`curated_rows`, :func:`train_rows`). Arguments as in :func:`export`.
+    (:func:`curated_rows`, :func:`train_rows`). Arguments as in :func:`export`; ``map_work``:
+    where the trusted votes' searches and fits run (:data:`winnow.stages.common.mapping.Map`;
+    the Beam executor passes its workers).
     """
     validate_choices(params)
     if not 0.0 <= params.meta_min_agreement <= 1.0:
@@ -467,7 +471,7 @@ def export_columns(
         knn_weight=params.knn_weight if params.knn_weight is not None and params.knn_weight >= 0 else None,
         knn_smoothing=params.knn_smoothing, trusted_vote=params.trusted_vote, meta_weight=params.meta_weight,
         seed=seed,
-        flip_repeats=params.flip_repeats,
+        flip_repeats=params.flip_repeats, map_work=map_work,
     )
     sc, meta_check = _check_meta_signal(sc, labels, split, valid, n_classes, params, seed)
     threshold, cal, est = _calibrate(sc, labels, split, valid, n_classes, params, seed)

@@ -35,13 +35,16 @@ Definitions (n rows, C classes; only rows with ``split == "train"`` and no error
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import faiss
 import numpy as np
 from scipy.stats import rankdata
 
 from winnow.stages.common import schema
+from winnow.stages.common.mapping import Map, map_in_process
 from winnow.stages.export.calibrate import class_mix_weights
 from winnow.stages.export.params import TRUSTED_VOTES
 
@@ -69,6 +72,7 @@ def trusted_knn_votes(
     n_classes: int,
     k: int = 5,
     smoothing: float = 1.0,
+    map_work: Map = map_in_process,
 ) -> np.ndarray:
     """Class votes of each query row's k nearest trusted rows (leave-one-out for trusted rows).
 
@@ -80,6 +84,8 @@ def trusted_knn_votes(
     n_classes : number of classes C.
     k : neighbours per row (capped by the pool size).
     smoothing : pseudo-count spread evenly over the classes (> 0 keeps votes strictly positive).
+    map_work : where the searches run, :data:`KNN_CHUNK_ROWS` query rows each (here by
+        default; on the workers with the Beam executor).
 
     Returns
     -------
@@ -97,10 +103,10 @@ def trusted_knn_votes(
         return out
     emb = emb.copy()
     faiss.normalize_L2(emb)
-    index = faiss.IndexFlatIP(emb.shape[1])
-    index.add(np.ascontiguousarray(emb[pool]))
     kk = min(k + 1, len(pool))  # one extra so that a trusted row can drop itself
-    sims, nbr = index.search(np.ascontiguousarray(emb[rows]), kk)
+    spans = [(a, min(a + KNN_CHUNK_ROWS, len(rows))) for a in range(0, len(rows), KNN_CHUNK_ROWS)]
+    found = map_work(functools.partial(nearest_in_pool, k=kk), spans, {"emb": emb, "pool": pool, "rows": rows})
+    sims, nbr = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     keep = nbr >= 0
     keep &= pool[np.clip(nbr, 0, None)] != rows[:, None]  # leave-one-out
     keep &= np.cumsum(keep, axis=1) <= k
@@ -113,6 +119,23 @@ def trusted_knn_votes(
     # No neighbour and no smoothing: an uninformative uniform vote rather than 0/0.
     out[rows] = np.where(total > 0, votes / np.where(total > 0, total, 1.0), 1.0 / n_classes)
     return out
+
+
+# Query rows per search, on every executor: FAISS's flat search picks its kernel by the number
+# of queries (the last bits of a similarity differ between a 10,000-row and a 150,000-row call),
+# so the same fixed chunks everywhere are what makes the Beam executor's votes equal the local ones.
+KNN_CHUNK_ROWS = 65_536
+
+
+def nearest_in_pool(span: tuple[int, int], *, emb: np.ndarray, pool: np.ndarray, rows: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner products and positions in ``pool`` of the ``k`` nearest pool rows of
+    ``rows[span[0]:span[1]]`` (exact search; ``emb`` L2-normalised). One unit of a
+    :data:`~winnow.stages.common.mapping.Map`: the pool (trusted rows) is small, each call
+    indexes it again."""
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(np.ascontiguousarray(emb[pool]))
+    return index.search(np.ascontiguousarray(emb[rows[span[0]:span[1]]]), k)
 
 
 def without_meta(sc: NoiseScores) -> NoiseScores:
@@ -225,6 +248,7 @@ def trusted_linear_votes(
     seed: int = 0,
     folds: int = LINEAR_VOTE_FOLDS,
     cs: tuple[float, ...] = LINEAR_VOTE_CS,
+    map_work: Map = map_in_process,
 ) -> tuple[np.ndarray | None, dict]:
     """Class probabilities of a multinomial logistic regression fit on the trusted rows alone.
 
@@ -243,6 +267,8 @@ def trusted_linear_votes(
     trusted, query : (n,) bool masks of the rows to fit on and of the rows to vote for.
     n_classes : C; classes without trusted rows get probability 0.
     seed : seeds the folds.
+    map_work : where the fits run (len(cs) x folds, then one; here by default, on the workers
+        with the Beam executor).
 
     Returns
     -------
@@ -266,26 +292,29 @@ def trusted_linear_votes(
     mu, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     z = (x - mu) / sd
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, y))
-
-    def fit(c: float, rows: np.ndarray) -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=1000).fit(z[rows], y[rows])
+    fold_of = np.empty(len(pool), np.int64)
+    for k, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, y)):
+        fold_of[held] = k
 
     def full(model: LogisticRegression, xs: np.ndarray) -> np.ndarray:
         out = np.zeros((len(xs), n_classes))
         out[:, model.classes_] = model.predict_proba(xs)
         return out
 
+    data = {"z": z, "y": y, "fold_of": fold_of}
+    units = [(c, k) for c in cs for k in range(folds)]
+    models = dict(zip(units, map_work(fit_logistic, units, data)))
     oof: dict[float, np.ndarray] = {}
     losses: dict[float, float] = {}
     for c in cs:
         pred = np.zeros((len(pool), n_classes))
-        for fit_rows, held in splits:
-            pred[held] = full(fit(c, fit_rows), z[held])
+        for k in range(folds):
+            held = np.flatnonzero(fold_of == k)
+            pred[held] = full(models[c, k], z[held])
         oof[c] = pred
         losses[c] = float(log_loss(y, np.clip(pred, 1e-12, 1.0), labels=np.arange(n_classes)))
     best = min(cs, key=lambda c: (losses[c], c))
-    model = fit(best, np.arange(len(pool)))
+    model = map_work(fit_logistic, [(best, -1)], data)[0]
     out = np.full((len(emb), n_classes), np.nan)
     rows = np.flatnonzero(query & finite & ~trusted)
     for i in range(0, len(rows), LINEAR_VOTE_CHUNK):  # a chunk standardised at a time, not (n, d)
@@ -295,6 +324,17 @@ def trusted_linear_votes(
     out[pool[at_query]] = oof[best][at_query]
     return out, {"c": best, "cv_log_loss": {f"{c:g}": round(v, 4) for c, v in losses.items()}, "folds": folds,
                  "trusted_rows": int(len(pool))}
+
+
+def fit_logistic(unit: tuple[float, int], *, z: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> Any:
+    """scikit-learn's ``LogisticRegression(C)`` fitted on the rows of ``z`` outside fold ``k``
+    (every row for k = -1), for ``unit = (C, k)``: one unit of a
+    :data:`~winnow.stages.common.mapping.Map`."""
+    from sklearn.linear_model import LogisticRegression
+
+    c, k = unit
+    rows = np.flatnonzero(np.asarray(fold_of) != k)
+    return LogisticRegression(C=c, max_iter=1000).fit(z[rows], y[rows])
 
 
 def choose_trusted_vote(probs: np.ndarray | None, votes: dict[str, np.ndarray], labels: np.ndarray, *,
@@ -373,6 +413,7 @@ def noise_scores(
     meta_weight: float = 0.5,
     seed: int = 0,
     flip_repeats: int = 0,
+    map_work: Map = map_in_process,
 ) -> NoiseScores:
     """Score every usable train row; posterior and suggestions for every usable row.
 
@@ -389,6 +430,7 @@ def noise_scores(
         :class:`~winnow.stages.export.params.ExportParams`; ``knn_weight=None`` and
         ``trusted_vote="auto"`` are chosen with :func:`choose_trusted_vote` (flips of the trusted
         rows by :func:`synthetic_flips` with ``flip_repeats`` and ``seed``).
+    map_work : where the trusted votes' searches and fits run (:data:`winnow.stages.common.mapping.Map`).
 
     Returns
     -------
@@ -417,7 +459,7 @@ def noise_scores(
         if trusted_vote in ("auto", "knn"):
             candidates["knn"] = trusted_knn_votes(
                 embedding, labels, trusted=trusted, query=valid, n_classes=n_classes, k=knn_k,
-                smoothing=knn_smoothing,
+                smoothing=knn_smoothing, map_work=map_work,
             )
         work = float(trusted.sum()) * embedding.shape[1] * n_classes
         if trusted_vote == "auto" and work > LINEAR_VOTE_MAX_WORK:
@@ -425,7 +467,7 @@ def noise_scores(
                                       f"{LINEAR_VOTE_MAX_WORK:.0e}: --trusted-vote linear fits it anyway"}
         elif trusted_vote in ("auto", "linear"):
             linear, linear_info = trusted_linear_votes(embedding, labels, trusted=trusted, query=valid,
-                                                       n_classes=n_classes, seed=seed)
+                                                       n_classes=n_classes, seed=seed, map_work=map_work)
             if linear is not None:
                 candidates["linear"] = linear
             elif trusted_vote == "linear":

@@ -351,24 +351,3 @@ def test_the_knn_vote_searches_fixed_chunks_that_any_map_may_run_in_any_order(mo
     np.testing.assert_array_equal(spied, chunked)
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
     assert (chunked.argmax(1) == whole.argmax(1)).all()
-
-
-def test_the_linear_votes_fits_go_through_map_work():
-    rng = np.random.default_rng(4)
-    c, n = 3, 300
-    labels = rng.integers(0, c, n)
-    emb = rng.normal(size=(n, 5)) + 1.5 * np.eye(c, 5)[labels]
-    trusted = np.arange(n) < 90
-    units: list = []
-
-    def spy(fn, items, data):
-        units.append(list(items))
-        assert set(data) == {"z", "y", "fold_of"} and len(data["z"]) == 90  # the trusted rows only travel
-        return [fn(item, **data) for item in items]
-
-    out, info = trusted_linear_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, seed=3,
-                                     cs=(0.1, 1.0), map_work=spy)
-    ref, _ = trusted_linear_votes(emb, labels, trusted=trusted, query=np.ones(n, bool), n_classes=c, seed=3,
-                                  cs=(0.1, 1.0))
-    assert units == [[(cc, k) for cc in (0.1, 1.0) for k in range(5)], [(info["c"], -1)]]
-    np.testing.assert_array_equal(out, ref)

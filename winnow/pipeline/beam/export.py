@@ -3,10 +3,11 @@
 1. :func:`winnow.stages.export.core.export_columns` computes every per-row decision (scores,
    calibrated flags, suggested labels, train weights) and the summary from the small columns:
    the manifest without its ``image`` bytes, the features, coreset and weights. The trusted
-   rows' votes run on the workers: the kNN vote's searches (65,536 query rows each, against
-   the trusted rows) and the linear vote's fits (:func:`winnow.pipeline.beam.workers.map_on_workers`),
-   bit for bit as locally. The rest runs on the launcher: the calibration needs every row's
-   score, and the audit's kNN graph (duplicates, outliers) is one global FAISS index.
+   rows' kNN vote searches on the workers (65,536 query rows each, against the trusted rows;
+   :func:`winnow.pipeline.beam.workers.map_on_workers`), bit for bit as locally. The rest runs on
+   the launcher: the linear vote's fits on the trusted rows (a few seconds: less than a
+   pipeline's start), the calibration (it needs every row's score), and the audit's kNN graph
+   (duplicates, outliers: one global FAISS index).
 2. On the workers, ``ReadFromParquetBatched`` reads ``manifest.parquet`` (image bytes included)
    by row group; each batch is joined by ``id`` with the per-id columns (a side input) and
    cut into pieces of the output files it belongs to (``curated``, ``train``, ``flags``, sharded

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import faiss
 import numpy as np
@@ -248,7 +247,6 @@ def trusted_linear_votes(
     seed: int = 0,
     folds: int = LINEAR_VOTE_FOLDS,
     cs: tuple[float, ...] = LINEAR_VOTE_CS,
-    map_work: Map = map_in_process,
 ) -> tuple[np.ndarray | None, dict]:
     """Class probabilities of a multinomial logistic regression fit on the trusted rows alone.
 
@@ -267,8 +265,6 @@ def trusted_linear_votes(
     trusted, query : (n,) bool masks of the rows to fit on and of the rows to vote for.
     n_classes : C; classes without trusted rows get probability 0.
     seed : seeds the folds.
-    map_work : where the fits run (len(cs) x folds, then one; here by default, on the workers
-        with the Beam executor).
 
     Returns
     -------
@@ -292,29 +288,26 @@ def trusted_linear_votes(
     mu, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     z = (x - mu) / sd
-    fold_of = np.empty(len(pool), np.int64)
-    for k, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, y)):
-        fold_of[held] = k
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, y))
+
+    def fit(c: float, rows: np.ndarray) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=1000).fit(z[rows], y[rows])
 
     def full(model: LogisticRegression, xs: np.ndarray) -> np.ndarray:
         out = np.zeros((len(xs), n_classes))
         out[:, model.classes_] = model.predict_proba(xs)
         return out
 
-    data = {"z": z, "y": y, "fold_of": fold_of}
-    units = [(c, k) for c in cs for k in range(folds)]
-    models = dict(zip(units, map_work(fit_logistic, units, data)))
     oof: dict[float, np.ndarray] = {}
     losses: dict[float, float] = {}
     for c in cs:
         pred = np.zeros((len(pool), n_classes))
-        for k in range(folds):
-            held = np.flatnonzero(fold_of == k)
-            pred[held] = full(models[c, k], z[held])
+        for fit_rows, held in splits:
+            pred[held] = full(fit(c, fit_rows), z[held])
         oof[c] = pred
         losses[c] = float(log_loss(y, np.clip(pred, 1e-12, 1.0), labels=np.arange(n_classes)))
     best = min(cs, key=lambda c: (losses[c], c))
-    model = map_work(fit_logistic, [(best, -1)], data)[0]
+    model = fit(best, np.arange(len(pool)))
     out = np.full((len(emb), n_classes), np.nan)
     rows = np.flatnonzero(query & finite & ~trusted)
     for i in range(0, len(rows), LINEAR_VOTE_CHUNK):  # a chunk standardised at a time, not (n, d)
@@ -324,17 +317,6 @@ def trusted_linear_votes(
     out[pool[at_query]] = oof[best][at_query]
     return out, {"c": best, "cv_log_loss": {f"{c:g}": round(v, 4) for c, v in losses.items()}, "folds": folds,
                  "trusted_rows": int(len(pool))}
-
-
-def fit_logistic(unit: tuple[float, int], *, z: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> Any:
-    """scikit-learn's ``LogisticRegression(C)`` fitted on the rows of ``z`` outside fold ``k``
-    (every row for k = -1), for ``unit = (C, k)``: one unit of a
-    :data:`~winnow.stages.common.mapping.Map`."""
-    from sklearn.linear_model import LogisticRegression
-
-    c, k = unit
-    rows = np.flatnonzero(np.asarray(fold_of) != k)
-    return LogisticRegression(C=c, max_iter=1000).fit(z[rows], y[rows])
 
 
 def choose_trusted_vote(probs: np.ndarray | None, votes: dict[str, np.ndarray], labels: np.ndarray, *,
@@ -430,7 +412,9 @@ def noise_scores(
         :class:`~winnow.stages.export.params.ExportParams`; ``knn_weight=None`` and
         ``trusted_vote="auto"`` are chosen with :func:`choose_trusted_vote` (flips of the trusted
         rows by :func:`synthetic_flips` with ``flip_repeats`` and ``seed``).
-    map_work : where the trusted votes' searches and fits run (:data:`winnow.stages.common.mapping.Map`).
+    map_work : where the trusted kNN vote's searches run (:data:`winnow.stages.common.mapping.Map`;
+        the linear vote's fits stay here: a few small fits on the trusted rows, cheaper than a
+        pipeline's start).
 
     Returns
     -------
@@ -467,7 +451,7 @@ def noise_scores(
                                       f"{LINEAR_VOTE_MAX_WORK:.0e}: --trusted-vote linear fits it anyway"}
         elif trusted_vote in ("auto", "linear"):
             linear, linear_info = trusted_linear_votes(embedding, labels, trusted=trusted, query=valid,
-                                                       n_classes=n_classes, seed=seed, map_work=map_work)
+                                                       n_classes=n_classes, seed=seed)
             if linear is not None:
                 candidates["linear"] = linear
             elif trusted_vote == "linear":

@@ -10,6 +10,7 @@ exchanges), never through the pipeline graph; each worker loads them once per Do
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,17 @@ import torch
 
 from winnow.pipeline.beam.io import CollectToFolder, read_collected, temp_folder
 
+# One unit at a time per process: an SDK worker may run bundles in several threads of one
+# process (the in-memory runner with direct_num_workers=2, Dataflow's Python workers), and a unit
+# seeds and draws from torch's and numpy's global RNGs and sets torch's thread count, all
+# process-wide: two at once interleaved their draws (fold warm-ups' probs differed by 0.49).
+_ONE_AT_A_TIME = threading.Lock()
+
 
 class _Apply(beam.DoFn):
     """(index, item) -> (index, fn(item, **arrays)), with the arrays loaded from ``folder`` and
     torch's thread count set to the launcher's (a fit's floating-point result depends on it:
-    the same count gives the local stage's result bit for bit)."""
+    the same count gives the local stage's result bit for bit); one call at a time per process."""
 
     def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: int) -> None:
         self.fn, self.folder, self.names, self.threads = fn, folder, names, threads
@@ -35,12 +42,14 @@ class _Apply(beam.DoFn):
 
     def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, Any]]:
         index, item = element
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            yield index, self.fn(item, **self.arrays)
-        finally:
-            torch.set_num_threads(before)
+        with _ONE_AT_A_TIME:
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                result = self.fn(item, **self.arrays)
+            finally:
+                torch.set_num_threads(before)
+        yield index, result
 
 
 def _save(folder: Path, name: str, value: Any) -> None:

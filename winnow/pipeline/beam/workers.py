@@ -4,12 +4,13 @@ embed warm-ups, the cross-fit's heads) run there, not on the launcher.
 The data (arrays, tensors, Arrow tables) go to ``.npy`` / Arrow IPC files in the run's work
 folder (storage the launcher and the workers share, as for every file this executor
 exchanges), never through the pipeline graph; each worker loads them once per DoFn instance
-(tables memory-mapped). The results come back through
+(numpy arrays and tables memory-mapped, read-only: a unit reads the rows it needs). The results come back through
 :class:`~winnow.pipeline.beam.io.CollectToFolder`, in the items' order.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import torch
 
 from winnow.pipeline.beam.io import CollectToFolder, read_collected, temp_folder
 
@@ -42,13 +42,16 @@ class _Apply(beam.DoFn):
 
     def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, Any]]:
         index, item = element
+        torch = sys.modules.get("torch")  # loaded by the unit's module when it trains (select's never does)
         with _ONE_AT_A_TIME:
-            before = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
+            before = torch.get_num_threads() if torch else 0
+            if torch and self.threads:
+                torch.set_num_threads(self.threads)
             try:
                 result = self.fn(item, **self.arrays)
             finally:
-                torch.set_num_threads(before)
+                if torch and self.threads:
+                    torch.set_num_threads(before)
         yield index, result
 
 
@@ -57,7 +60,8 @@ def _save(folder: Path, name: str, value: Any) -> None:
         with pa.OSFile(str(folder / f"{name}.arrow"), "wb") as sink, pa.ipc.new_file(sink, value.schema) as writer:
             writer.write_table(value)
     else:  # a tensor comes back as a tensor, an array as an array
-        kind = "pt" if isinstance(value, torch.Tensor) else "np"
+        torch = sys.modules.get("torch")  # a tensor means torch is loaded; no need to load it otherwise
+        kind = "pt" if torch is not None and isinstance(value, torch.Tensor) else "np"
         np.save(folder / f"{name}.{kind}.npy", value.cpu().numpy() if kind == "pt" else np.asarray(value))
 
 
@@ -65,8 +69,16 @@ def _load(folder: Path, name: str) -> Any:
     if (folder / f"{name}.arrow").is_file():
         return pa.ipc.open_file(pa.memory_map(str(folder / f"{name}.arrow"))).read_all()
     if (folder / f"{name}.pt.npy").is_file():
+        import torch
+
         return torch.from_numpy(np.load(folder / f"{name}.pt.npy"))
-    return np.load(folder / f"{name}.np.npy")
+    return np.load(folder / f"{name}.np.npy", mmap_mode="r")  # read-only: a unit reads the rows it needs
+
+
+def _launcher_threads() -> int:
+    """torch's thread count here, or 0 when torch is not loaded (no unit of this stage trains)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
 
 
 def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str, Any], *, options: Any,
@@ -85,7 +97,7 @@ def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str
             p
             | "items" >> beam.Create(list(enumerate(items)))
             | "spread" >> beam.Reshuffle()
-            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), torch.get_num_threads()))
+            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), _launcher_threads()))
             | "collect" >> beam.ParDo(CollectToFolder(str(out)))
         )
     results = dict(read_collected(out))

@@ -9,7 +9,8 @@
    pipeline's start), the calibration (it needs every row's score), and the audit's kNN graph
    (duplicates, outliers: one global FAISS index).
 2. On the workers, ``ReadFromParquetBatched`` reads ``manifest.parquet`` (image bytes included)
-   by row group; each batch is joined by ``id`` with the per-id columns (a side input) and
+   by row group; each batch is joined by ``id`` with the per-id columns (a :class:`JoinPlan` that
+   each DoFn instance loads once from a file the launcher wrote) and
    cut into pieces of the output files it belongs to (``curated``, ``train``, ``flags``, sharded
    by ``--shard-rows`` as the local stage shards them) with
    :func:`winnow.stages.export.core.curated_rows` / :func:`~winnow.stages.export.core.train_rows`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatched
 
-from winnow.pipeline.beam.io import create_via_files, shard_names, temp_folder
+from winnow.pipeline.beam.io import shard_names, temp_folder
 from winnow.pipeline.beam.options import pipeline_options
 from winnow.pipeline.beam.workers import map_on_workers
 from winnow.pipeline.runner import StageContext
@@ -48,7 +50,8 @@ KINDS = ((schema.CURATED, "curated"), (schema.TRAIN_MANIFEST, "train"), (schema.
 
 @dataclass
 class JoinPlan:
-    """What every worker needs to join manifest rows to their export columns (a side input).
+    """What every worker needs to join manifest rows to their export columns (one file, loaded
+    once per DoFn instance).
 
     Attributes
     ----------
@@ -146,14 +149,27 @@ def assemble(rel: str, pieces: list[tuple[np.ndarray, pa.Table]], schema_: pa.Sc
     return table.take(pa.array(np.argsort(positions, kind="stable"), pa.int64())).combine_chunks()
 
 
-class _Route(beam.DoFn):
-    def process(self, batch: pa.Table, plan: JoinPlan) -> Iterator[tuple[str, tuple[np.ndarray, pa.Table]]]:
-        yield from route(batch, plan)
+class _WithPlan(beam.DoFn):
+    """A DoFn that loads the :class:`JoinPlan` once per instance from the file the launcher wrote
+    (a side input was decoded again and again: the join's workers held 5.7-7.4 GB at 1M rows)."""
+
+    def __init__(self, plan_file: str) -> None:
+        self.plan_file = plan_file
+
+    def setup(self) -> None:
+        with open(self.plan_file, "rb") as f:
+            self.plan: JoinPlan = pickle.load(f)  # noqa: S301 -- written by this job's launcher
 
 
-class _Assemble(beam.DoFn):
-    def process(self, element: tuple[str, Any], plan: JoinPlan) -> Iterator[tuple[str, pa.Table]]:
+class _Route(_WithPlan):
+    def process(self, batch: pa.Table) -> Iterator[tuple[str, tuple[np.ndarray, pa.Table]]]:
+        yield from route(batch, self.plan)
+
+
+class _Assemble(_WithPlan):
+    def process(self, element: tuple[str, Any]) -> Iterator[tuple[str, pa.Table]]:
         rel, pieces = element
+        plan = self.plan
         kind = next(k for k, names in plan.files.items() if rel in names)
         yield rel, assemble(rel, [p for p in pieces if len(p[0])], plan.schemas[kind], plan.expected_rows()[rel])
 
@@ -193,12 +209,14 @@ def export_on_beam(manifest_path: Path, features: pa.Table | None, coreset: pa.T
     del small
     plan = join_plan(ids, columns, manifest_schema, params.shard_rows)
     folder = temp_folder(work, "export")
+    plan_file = str(folder / "plan.pkl")
+    with open(plan_file, "wb") as f:
+        pickle.dump(plan, f, protocol=pickle.HIGHEST_PROTOCOL)
     with beam.Pipeline(options=options) as p:
-        side = beam.pvalue.AsSingleton(create_via_files(p, [plan], folder / "plan", "plan", parts=1))
         pieces = (
             p
             | "read manifest" >> ReadFromParquetBatched(pattern)
-            | "join by id" >> beam.ParDo(_Route(), plan=side)
+            | "join by id" >> beam.ParDo(_Route(plan_file))
         )
         # One empty piece per file, so that a file with no rows (e.g. no flags) is written too.
         empty = p | "every file" >> beam.Create(
@@ -208,7 +226,7 @@ def export_on_beam(manifest_path: Path, features: pa.Table | None, coreset: pa.T
             (pieces, empty)
             | beam.Flatten()
             | "by file" >> beam.GroupByKey()
-            | "assemble" >> beam.ParDo(_Assemble(), plan=side)
+            | "assemble" >> beam.ParDo(_Assemble(plan_file))
             | "split" >> beam.Partition(lambda kv, _n: names.index(kv[0]), len(names))
         )
         for rel, part in zip(names, files):

@@ -44,7 +44,6 @@ from winnow.pipeline.beam.io import (
     create_via_files,
     read_collected,
     temp_folder,
-    write_tables,
 )
 from winnow.pipeline.beam.options import pipeline_options, winnow_options
 from winnow.pipeline.beam.workers import map_on_workers
@@ -197,7 +196,7 @@ def embed_on_beam(manifest: pa.Table, ok: np.ndarray, handler: BackboneHandler, 
 def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     """The embed adapter on Beam: same ``features.parquet`` (and ``backbone.pt``) as the local one."""
     from winnow.pipeline.adapters import embed_adapter
-    from winnow.pipeline.io.embed import features_table
+    from winnow.pipeline.io.embed import write_features
     from winnow.pipeline.io.ingest import ingest_features, load_manifest
     from winnow.stages.embed.backbone import prepare_backbone
     from winnow.stages.embed.core import NAN_ERROR, run_embed
@@ -235,7 +234,8 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
     # Cross-fitting and gradient embeddings exactly as the local stage, on these embeddings.
     plain = dataclasses.replace(params, model="features", model_file="", weights="", warmup=0)
     result = run_embed(manifest, plain, num_classes=num_classes, seed=ctx.seed, device=ctx.device, features=embedding,
-                       checkpoints=ctx.checkpoints, backbone_params=params, map_work=on_workers)
+                       checkpoints=ctx.checkpoints, backbone_params=params, map_work=on_workers, lazy_grad=True,
+                       copy_features=False)
     errors = list(result.errors)
     for r, reason in decode_errors.items():
         errors[r] = reason if errors[r] in (None, NAN_ERROR) else errors[r]
@@ -244,9 +244,8 @@ def embed_beam(ctx: StageContext, params: EmbedParams) -> dict[str, Any]:
                    images_per_s=embedded / embed_seconds if embed_seconds else 0.0,
                    shards=len(shards.bounds), shards_loaded=len(shards.done),
                    total_seconds=time.perf_counter() - t_start, executor="beam")
-    table = features_table(manifest, dataclasses.replace(result, errors=errors), params)
-    with beam.Pipeline(options=pipeline_options(beam_opts)) as p:
-        write_tables(p, ctx.out, {schema.FEATURES: table}, temp_folder(ctx.checkpoints.folder, "embed-write"))
+    # Assembled here: streamed by the local stage's writer (the gradient embedding a block at a time).
+    write_features(ctx.out / schema.FEATURES, manifest, dataclasses.replace(result, errors=errors), params)
     if model_state is not None:
         torch.save(model_state, ctx.out / contract.BACKBONE)
     return metrics

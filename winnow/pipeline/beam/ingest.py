@@ -25,7 +25,6 @@ from winnow.pipeline.beam.io import (
     create_via_files,
     read_collected,
     temp_folder,
-    write_tables,
 )
 from winnow.pipeline.beam.options import pipeline_options
 from winnow.pipeline.runner import StageContext
@@ -109,6 +108,6 @@ def ingest_beam(ctx: StageContext, params: IngestParams) -> dict[str, Any]:
     options = pipeline_options(ctx.beam_options)
     work = ctx.checkpoints.folder
     result = ingest(params, seed=ctx.seed, validate=beam_validator(params, options, work))
-    with beam.Pipeline(options=options) as p:
-        write_tables(p, ctx.out, ingest_io.output_tables(result), temp_folder(work, "ingest-write"))
-    return ingest_io.write_summary(ctx.out, result)
+    # The manifest is assembled here: written by the local stage's writer, in place (a Beam write
+    # of it pickled the whole table into a file for one worker: 3.8 GB more at 1M feature rows).
+    return ingest_io.write_outputs(ctx.out, result)

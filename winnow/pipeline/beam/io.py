@@ -5,10 +5,8 @@
 - :func:`create_via_files` is ``beam.Create`` for large elements: they go through files in a
   folder the workers can read, not through the pipeline graph (which Beam pickles and
   bz2-compresses on the launcher: seconds per ten megabytes).
-- :func:`write_tables` writes Arrow tables with ``WriteToParquetBatched``: Beam writes
-  temporary files and renames them into place when the write finalises. Each file is one
-  element (a whole table or shard), written as one row group, so rows keep the manifest order
-  and vector columns read back as one chunk, as with the local writer.
+- A table assembled on the launcher (ingest's manifest, embed's features, select's coreset) is
+  written there by the local stage's writer, not shipped whole to one worker to write.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
-from apache_beam.io.parquetio import WriteToParquetBatched
 
 
 class CollectToFolder(beam.DoFn):
@@ -93,21 +89,6 @@ def shard_names(name: str, num_rows: int, shard_rows: int) -> list[str]:
     if shard_rows and num_rows > shard_rows:
         return [f"{name}/part-{i:05d}.parquet" for i in range(-(-num_rows // shard_rows))]
     return [name]
-
-
-def write_tables(pipeline: beam.Pipeline, out: Path, tables: dict[str, pa.Table], work: Path) -> None:
-    """Add one ``WriteToParquetBatched`` per table to ``pipeline``, writing ``out/<relative path>``
-    (the tables reach the workers through files in ``work``)."""
-    for rel, table in tables.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        label = rel.replace("/", "_").replace(".", "_")
-        (
-            create_via_files(pipeline, [table.combine_chunks()], work, f"table_{label}", parts=1)
-            | f"write {label}" >> WriteToParquetBatched(
-                str(out / rel), schema=table.schema, codec="snappy", use_compliant_nested_type=True,
-                num_shards=1, shard_name_template="",
-            )
-        )
 
 
 def temp_folder(root: Path, what: str) -> Path:

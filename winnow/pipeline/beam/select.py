@@ -18,10 +18,9 @@ import dataclasses
 import functools
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
 
-from winnow.pipeline.beam.io import temp_folder, write_tables
+from winnow.pipeline.artifacts import write_table
 from winnow.pipeline.beam.options import pipeline_options
 from winnow.pipeline.beam.workers import map_on_workers
 from winnow.pipeline.runner import StageContext
@@ -92,6 +91,5 @@ def select_beam(ctx: StageContext, params: SelectParams) -> dict[str, Any]:
     result = select_on_beam(vectors, labels, eligible, params, seed=ctx.seed, device=ctx.device, options=options,
                             work=ctx.checkpoints.folder)
     table = coreset_table(manifest, result.columns, params)
-    with beam.Pipeline(options=options) as p:
-        write_tables(p, ctx.out, {schema.CORESET: table}, temp_folder(ctx.checkpoints.folder, "select-write"))
+    write_table(table, ctx.out / schema.CORESET)  # assembled here: the local stage's writer
     return dict(result.metrics)

@@ -1,15 +1,18 @@
-"""A :data:`winnow.stages.common.mapping.Map` on Beam's workers: a stage's training loops (the
-embed warm-ups, the cross-fit's heads) run there, not on the launcher.
+"""A :data:`winnow.stages.common.mapping.Map` on Beam's workers: a stage's independent units (embed's
+warm-ups and cross-fit heads, export's kNN searches, select's classes) run there, not on the
+launcher.
 
 The data (arrays, tensors, Arrow tables) go to ``.npy`` / Arrow IPC files in the run's work
 folder (storage the launcher and the workers share, as for every file this executor
 exchanges), never through the pipeline graph; each worker loads them once per DoFn instance
-(numpy arrays and tables memory-mapped, read-only: a unit reads the rows it needs). The results come back through
-:class:`~winnow.pipeline.beam.io.CollectToFolder`, in the items' order.
+(numpy arrays and tables memory-mapped, read-only: a unit reads the rows it needs). The results
+come back through :class:`~winnow.pipeline.beam.io.CollectToFolder`, in the items' order, and
+the files are removed.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -101,5 +104,7 @@ def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str
             | "collect" >> beam.ParDo(CollectToFolder(str(out)))
         )
     results = dict(read_collected(out))
+    shutil.rmtree(folder)  # up to an (n, d) copy: not kept until the stage commits
+    shutil.rmtree(out)
     return [results[i] for i in range(len(items))]
 

@@ -1,6 +1,6 @@
-"""How a stage runs its independent units of work (the cross-fit's heads, the warm-ups): a
-:data:`Map` takes ``fn``, the items and the large inputs, and returns ``[fn(item, **data) for
-item in items]``.
+"""How a stage runs its independent units of work (embed's warm-ups and cross-fit heads, export's
+kNN searches, select's classes on Beam): a :data:`Map` takes ``fn``, the items and the large
+inputs, and returns ``[fn(item, **data) for item in items]``.
 
 The stage cores call :func:`map_in_process` unless told otherwise; the Beam executor passes
 :func:`winnow.pipeline.beam.workers.map_on_workers`, which runs each call on a worker with

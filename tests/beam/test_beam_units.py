@@ -248,3 +248,33 @@ def test_crossfit_heads_fitted_on_the_workers_equal_the_local_fit_bitwise(tmp_pa
     np.testing.assert_array_equal(beam_.logits, local.logits)
     np.testing.assert_array_equal(beam_.last_input, local.last_input)
     assert beam_.fold_accuracy == local.fold_accuracy
+
+
+def test_a_shard_saved_on_a_worker_equals_the_local_shard_with_decode_errors():
+    # _SaveShard gets a shard's rows in any order, some with a decode error instead of an
+    # embedding; its state must be the local stage's finish_shard state for the same rows.
+    import torch
+
+    from winnow.pipeline.beam.embed import _SaveShard
+    from winnow.stages.common.checkpoint import MemoryCheckpoints
+    from winnow.stages.embed.core import ShardPlan, finish_shard
+
+    plan = ShardPlan([(0, 4), (4, 8)], ["fp0", "fp1"], {}, [0, 1])
+    emb = {4: np.array([1.0, 2.0], np.float32), 6: np.array([3.0, 4.0], np.float32)}
+    items = [(7, None, "cannot decode"), (6, emb[6], None), (4, emb[4], None)]  # row 5: not usable
+    store = MemoryCheckpoints()
+    [(index, state)] = list(_SaveShard(plan, store).process((1, items)))
+    local = finish_shard(plan, 1, [(torch.from_numpy(np.stack([emb[4], emb[6]])), torch.tensor([4, 6]), [None, None]),
+                                   (torch.zeros(1, 2), torch.tensor([7]), ["cannot decode"])], None)
+    assert index == 1 and state["fingerprint"] == "fp1" and state["errors"] == ["", "", "", "cannot decode"]
+    torch.testing.assert_close(state["embedding"], local["embedding"], equal_nan=True, rtol=0, atol=0)
+    assert torch.isnan(state["embedding"][[1, 3]]).all()
+    assert store.states["shard-00001"]["errors"] == state["errors"]
+    # A shard whose every row failed: no embedding width, NaN everywhere once gathered.
+    [(_, only_errors)] = list(_SaveShard(plan, None).process((0, [(2, None, "bad")])))
+    assert only_errors["embedding"].shape == (4, 0) and only_errors["errors"][2] == "bad"
+    from winnow.stages.embed.core import gather_shards
+
+    embedding, errors = gather_shards(plan.bounds, {0: only_errors, 1: state}, 8)
+    assert embedding.shape == (8, 2) and np.isnan(embedding[:4]).all() and errors == {2: "bad", 7: "cannot decode"}
+    np.testing.assert_array_equal(embedding[[4, 6]], np.stack([emb[4], emb[6]]))

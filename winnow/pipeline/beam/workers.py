@@ -34,10 +34,11 @@ _ONE_AT_A_TIME = threading.Lock()
 
 class _Apply(beam.DoFn):
     """(index, item) -> (index, fn(item, **arrays)), with the arrays loaded from ``folder`` and
-    torch's thread count set to the launcher's (a fit's floating-point result depends on it:
-    the same count gives the local stage's result bit for bit); one call at a time per process."""
+    torch's and FAISS's thread counts set to the launcher's (a fit's or a search's floating-point
+    result may depend on them: the same counts give the local stage's result bit for bit); one
+    call at a time per process."""
 
-    def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: int) -> None:
+    def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: dict[str, int]) -> None:
         self.fn, self.folder, self.names, self.threads = fn, folder, names, threads
 
     def setup(self) -> None:
@@ -45,17 +46,34 @@ class _Apply(beam.DoFn):
 
     def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, Any]]:
         index, item = element
-        torch = sys.modules.get("torch")  # loaded by the unit's module when it trains (select's never does)
         with _ONE_AT_A_TIME:
-            before = torch.get_num_threads() if torch else 0
-            if torch and self.threads:
-                torch.set_num_threads(self.threads)
+            before = _set_threads(self.threads)
             try:
                 result = self.fn(item, **self.arrays)
             finally:
-                if torch and self.threads:
-                    torch.set_num_threads(before)
+                _set_threads(before)
         yield index, result
+
+
+def _threads() -> dict[str, int]:
+    """The thread counts of torch and FAISS in this process, for those that are loaded (a unit's
+    module loads what it uses; select and export never load torch)."""
+    out = {}
+    if (torch := sys.modules.get("torch")) is not None:
+        out["torch"] = torch.get_num_threads()
+    if (faiss := sys.modules.get("faiss")) is not None:
+        out["faiss"] = faiss.omp_get_max_threads()
+    return out
+
+
+def _set_threads(counts: dict[str, int]) -> dict[str, int]:
+    """Set the loaded libraries' thread counts to ``counts``; return what they were."""
+    before = _threads()
+    if "torch" in counts and (torch := sys.modules.get("torch")) is not None:
+        torch.set_num_threads(counts["torch"])
+    if "faiss" in counts and (faiss := sys.modules.get("faiss")) is not None:
+        faiss.omp_set_num_threads(counts["faiss"])
+    return before
 
 
 def _save(folder: Path, name: str, value: Any) -> None:
@@ -78,12 +96,6 @@ def _load(folder: Path, name: str) -> Any:
     return np.load(folder / f"{name}.np.npy", mmap_mode="r")  # read-only: a unit reads the rows it needs
 
 
-def _launcher_threads() -> int:
-    """torch's thread count here, or 0 when torch is not loaded (no unit of this stage trains)."""
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else 0
-
-
 def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str, Any], *, options: Any,
                    work: Path) -> list[Any]:
     """``[fn(item, **arrays) for item in items]``, each call on a Beam worker.
@@ -100,7 +112,7 @@ def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str
             p
             | "items" >> beam.Create(list(enumerate(items)))
             | "spread" >> beam.Reshuffle()
-            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), _launcher_threads()))
+            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), _threads()))
             | "collect" >> beam.ParDo(CollectToFolder(str(out)))
         )
     results = dict(read_collected(out))

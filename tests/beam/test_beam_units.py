@@ -206,32 +206,15 @@ def test_ingest_on_the_workers_reads_a_hugging_face_image_struct(tmp_path: Path)
     assert errors[:9] == [None] * 9 and "not found" in errors[9]
 
 
-def _pid_and_sum(item: int, *, x, t, table) -> tuple[int, int, float]:
+def _pid_and(fn, item, **data):
     import os
 
-    import torch
-
-    assert isinstance(x, np.ndarray) and isinstance(t, torch.Tensor) and isinstance(table, pa.Table)
-    return item, os.getpid(), float(x.sum() + t.sum() + sum(table["a"].to_pylist()))
-
-
-def test_map_on_workers_runs_every_item_in_a_worker_process_and_keeps_their_order(tmp_path: Path):
-    import os
-
-    import torch
-
-    from winnow.pipeline.beam.workers import map_on_workers
-
-    x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    data = {"x": x, "t": torch.ones(2), "table": pa.table({"a": [1, 2]})}
-    got = map_on_workers(_pid_and_sum, [5, 3, 9, 1], data, options=pipeline_options([]), work=tmp_path)
-    assert [item for item, _, _ in got] == [5, 3, 9, 1]
-    assert all(pid != os.getpid() for _, pid, _ in got), "the default runner's worker processes ran them"
-    assert {s for _, _, s in got} == {66.0 + 2.0 + 3}
+    return os.getpid(), fn(item, **data)
 
 
 def test_crossfit_heads_fitted_on_the_workers_equal_the_local_fit_bitwise(tmp_path: Path):
     import functools
+    import os
 
     from winnow.pipeline.beam.workers import map_on_workers
     from winnow.stages.embed.crossfit import crossfit
@@ -242,9 +225,19 @@ def test_crossfit_heads_fitted_on_the_workers_equal_the_local_fit_bitwise(tmp_pa
     fit = np.ones(300, bool)
     fit[:20] = False  # rows outside the folds: scored by the all-rows head
     # (the mlp head: its all-rows head gives every row's last-layer input, so all of it is compared)
+    pids: list[int] = []
+
+    def on_workers(fn, items, data):  # the default runner's worker processes; their pids recorded
+        got = map_on_workers(functools.partial(_pid_and, fn), items, data, options=pipeline_options([]),
+                             work=tmp_path)
+        pids.extend(pid for pid, _ in got)
+        return [result for _, result in got]
+
     local = crossfit(x, y, fit, np.ones(300, bool), 3, folds=3, kind="mlp", hidden=8, iters=20, seed=4)
     beam_ = crossfit(x, y, fit, np.ones(300, bool), 3, folds=3, kind="mlp", hidden=8, iters=20, seed=4,
-                     map_heads=functools.partial(map_on_workers, options=pipeline_options([]), work=tmp_path))
+                     map_heads=on_workers)
+    assert len(pids) == 4 and os.getpid() not in pids, "every head was fitted in a worker process"
+    assert not list(tmp_path.iterdir()), "the data files are removed once read"
     np.testing.assert_array_equal(beam_.logits, local.logits)
     np.testing.assert_array_equal(beam_.last_input, local.last_input)
     assert beam_.fold_accuracy == local.fold_accuracy

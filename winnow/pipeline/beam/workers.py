@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from winnow.pipeline.beam.io import CollectToFolder, read_collected, temp_folder
+from winnow.stages.common.threads import cpu_threads
 
 # One unit at a time per process: an SDK worker may run bundles in several threads of one
 # process (the in-memory runner with direct_num_workers=2, Dataflow's Python workers), and a unit
@@ -38,7 +39,7 @@ class _Apply(beam.DoFn):
     result may depend on them: the same counts give the local stage's result bit for bit); one
     call at a time per process."""
 
-    def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: dict[str, int]) -> None:
+    def __init__(self, fn: Callable[..., Any], folder: str, names: list[str], threads: int) -> None:
         self.fn, self.folder, self.names, self.threads = fn, folder, names, threads
 
     def setup(self) -> None:
@@ -46,34 +47,20 @@ class _Apply(beam.DoFn):
 
     def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, Any]]:
         index, item = element
-        with _ONE_AT_A_TIME:
-            before = _set_threads(self.threads)
-            try:
-                result = self.fn(item, **self.arrays)
-            finally:
-                _set_threads(before)
+        # (torch is set too where the unit's module loaded it; a select unit never does)
+        with _ONE_AT_A_TIME, cpu_threads(self.threads, uses_torch=False):
+            result = self.fn(item, **self.arrays)
         yield index, result
 
 
-def _threads() -> dict[str, int]:
-    """The thread counts of torch and FAISS in this process, for those that are loaded (a unit's
-    module loads what it uses; select and export never load torch)."""
-    out = {}
+def _launcher_threads() -> int:
+    """The count the units run with: torch's where it is loaded (a training unit), else FAISS's;
+    inside a stage :func:`~winnow.stages.common.threads.cpu_threads` has set both to one count."""
     if (torch := sys.modules.get("torch")) is not None:
-        out["torch"] = torch.get_num_threads()
-    if (faiss := sys.modules.get("faiss")) is not None:
-        out["faiss"] = faiss.omp_get_max_threads()
-    return out
+        return int(torch.get_num_threads())
+    import faiss
 
-
-def _set_threads(counts: dict[str, int]) -> dict[str, int]:
-    """Set the loaded libraries' thread counts to ``counts``; return what they were."""
-    before = _threads()
-    if "torch" in counts and (torch := sys.modules.get("torch")) is not None:
-        torch.set_num_threads(counts["torch"])
-    if "faiss" in counts and (faiss := sys.modules.get("faiss")) is not None:
-        faiss.omp_set_num_threads(counts["faiss"])
-    return before
+    return int(faiss.omp_get_max_threads())
 
 
 def _save(folder: Path, name: str, value: Any) -> None:
@@ -112,7 +99,7 @@ def map_on_workers(fn: Callable[..., Any], items: list[Any], arrays: Mapping[str
             p
             | "items" >> beam.Create(list(enumerate(items)))
             | "spread" >> beam.Reshuffle()
-            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), _threads()))
+            | "apply" >> beam.ParDo(_Apply(fn, str(folder), list(arrays), _launcher_threads()))
             | "collect" >> beam.ParDo(CollectToFolder(str(out)))
         )
     results = dict(read_collected(out))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,7 +327,7 @@ def _embed_shards(
     # One loader over the batches of every pending shard: shard boundaries are batch boundaries,
     # so workers keep decoding ahead across shards.
     plan = shards.rows(ok, params.batch_size)
-    remaining = {i: sum(1 for j, _ in plan if j == i) for i in shards.pending}
+    remaining = Counter(i for i, _ in plan)  # batches left per shard
     parts: dict[int, list[tuple[torch.Tensor, torch.Tensor, list[str | None]]]] = {i: [] for i in shards.pending}
     t0 = time.perf_counter()
     loader = make_loader(BatchDecoder(manifest, [r for _, r in plan], backbone.transform), num_workers=workers,

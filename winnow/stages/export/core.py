@@ -422,8 +422,8 @@ def export_columns(
     class-name metadata when present): the image bytes are not read, so an executor can compute
     the columns on one machine and join them to the full manifest rows by id elsewhere
     (:func:`curated_rows`, :func:`train_rows`). Arguments as in :func:`export`; ``map_work``:
-    where the trusted votes' searches and fits run (:data:`winnow.stages.common.mapping.Map`;
-    the Beam executor passes its workers).
+    where the trusted kNN vote's searches run (:data:`winnow.stages.common.mapping.Map`; the
+    Beam executor passes its workers).
     """
     validate_choices(params)
     if not 0.0 <= params.meta_min_agreement <= 1.0:
